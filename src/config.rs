@@ -1,0 +1,180 @@
+//! Configuration: where the database lives, how durable writes are, and the input limits.
+
+use std::path::{Path, PathBuf};
+
+use crate::{Db, Error, Result};
+
+/// When a write is on disk.
+///
+/// See `docs/design.md` ("Durability") for what each mode promises on a process crash and on
+/// power loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Writes return once committed in memory; a background thread flushes every
+    /// `flush_every_ms`. A process crash or power loss may lose the last interval of writes, never
+    /// a part of one operation.
+    Buffered {
+        /// Background flush interval in milliseconds.
+        flush_every_ms: u64,
+    },
+    /// Every write operation flushes sled's log before it returns.
+    Sync,
+}
+
+impl Default for Durability {
+    fn default() -> Self {
+        Durability::Buffered {
+            flush_every_ms: 500,
+        }
+    }
+}
+
+/// Options for opening a database. Build with [`Config::new`] and the builder methods, then
+/// call [`Config::open`].
+///
+/// ```no_run
+/// use convergedb::{Config, Durability};
+/// let db = Config::new("/tmp/my-db").durability(Durability::Sync).open()?;
+/// # Ok::<(), convergedb::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub(crate) path: PathBuf,
+    pub(crate) create_if_missing: bool,
+    pub(crate) durability: Durability,
+    pub(crate) cache_capacity_bytes: u64,
+    pub(crate) limits: Limits,
+    pub(crate) vectors: Vec<(String, usize)>,
+}
+
+/// Input limits. Every one is checked on every public entry point.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Limits {
+    pub max_key_bytes: usize,
+    pub max_text_bytes: usize,
+    pub max_attributes: usize,
+    pub max_vector_dim: usize,
+    pub max_batch: usize,
+    pub max_k: usize,
+    pub history_limit: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_key_bytes: 512,
+            max_text_bytes: 64 * 1024,
+            max_attributes: 256,
+            max_vector_dim: 16 * 1024,
+            max_batch: 1_000_000,
+            max_k: 10_000,
+            history_limit: 10_000,
+        }
+    }
+}
+
+/// The largest history limit a database accepts: bounds the size of one history record.
+pub(crate) const MAX_HISTORY_LIMIT: usize = 1_000_000;
+
+impl Config {
+    /// A configuration for the database in directory `path` with the defaults: created if
+    /// missing, `Durability::Buffered` (500 ms), 64 MiB page cache.
+    pub fn new(path: impl AsRef<Path>) -> Self {
+        Config {
+            path: path.as_ref().to_path_buf(),
+            create_if_missing: true,
+            durability: Durability::default(),
+            cache_capacity_bytes: 64 * 1024 * 1024,
+            limits: Limits::default(),
+            vectors: Vec::new(),
+        }
+    }
+
+    /// Create the database when the directory does not exist or is empty (default: true).
+    pub fn create_if_missing(mut self, yes: bool) -> Self {
+        self.create_if_missing = yes;
+        self
+    }
+
+    /// When writes reach the disk (default: `Buffered` every 500 ms).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Size of sled's page cache in bytes (default: 64 MiB).
+    pub fn cache_capacity_bytes(mut self, bytes: u64) -> Self {
+        self.cache_capacity_bytes = bytes;
+        self
+    }
+
+    /// Fix the dimension of the named vector up front. Without this, the first stored vector of
+    /// a name fixes its dimension. A name already stored with another dimension fails `open`.
+    pub fn vector(mut self, name: impl Into<String>, dim: usize) -> Self {
+        self.vectors.push((name.into(), dim));
+        self
+    }
+
+    /// Most records accepted in one batch call (default: 1,000,000).
+    pub fn max_batch(mut self, n: usize) -> Self {
+        self.limits.max_batch = n;
+        self
+    }
+
+    /// Largest `k` accepted by `recommend` (default: 10,000).
+    pub fn max_k(mut self, k: usize) -> Self {
+        self.limits.max_k = k;
+        self
+    }
+
+    /// Interactions kept per user, the most recent by timestamp (default: 10,000). Older
+    /// entries are dropped from the history and from the popularity counts.
+    pub fn history_limit(mut self, n: usize) -> Self {
+        self.limits.history_limit = n;
+        self
+    }
+
+    /// Longest item or user key in bytes (default: 512).
+    pub fn max_key_bytes(mut self, n: usize) -> Self {
+        self.limits.max_key_bytes = n;
+        self
+    }
+
+    /// Opens (or creates) the database.
+    pub fn open(self) -> Result<Db> {
+        Db::open(self)
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        let l = &self.limits;
+        let bad = |what: &str| Err(Error::InvalidArgument(what.to_string()));
+        if l.max_batch == 0 {
+            return bad("max_batch must be at least 1");
+        }
+        if l.max_k == 0 {
+            return bad("max_k must be at least 1");
+        }
+        if l.history_limit == 0 || l.history_limit > MAX_HISTORY_LIMIT {
+            return Err(Error::InvalidArgument(format!(
+                "history_limit must be between 1 and {MAX_HISTORY_LIMIT}"
+            )));
+        }
+        if l.max_key_bytes == 0 || l.max_key_bytes > 64 * 1024 {
+            return bad("max_key_bytes must be between 1 and 65536");
+        }
+        if let Durability::Buffered { flush_every_ms: 0 } = self.durability {
+            return bad("Buffered durability needs flush_every_ms >= 1 (use Durability::Sync to flush every write)");
+        }
+        for (name, dim) in &self.vectors {
+            crate::db::validate_vector_name(name)?;
+            if *dim == 0 || *dim > l.max_vector_dim {
+                return Err(Error::InvalidArgument(format!(
+                    "vector {name:?}: dimension {dim} must be between 1 and {}",
+                    l.max_vector_dim
+                )));
+            }
+        }
+        Ok(())
+    }
+}

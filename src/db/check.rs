@@ -1,0 +1,246 @@
+//! `check()`: verifies the invariants that exist so far against a full scan of the store.
+//!
+//! Checked (numbering of `docs/design.md`, "Invariants"):
+//! - F1 every record decodes; the schema header is valid;
+//! - F2 `items` and `item_keys` are exact inverses; ids are below `next_item_id`;
+//! - F3 every vector belongs to a live item that lists it, with its name's stored dimension,
+//!   and every vector a live item lists exists;
+//! - F4 histories are sorted by timestamp, name existing items and known kind codes;
+//! - F5 `popular` equals the per-item count of retained history entries;
+//! - F6 `meta["counts"]` equals the totals recomputed from the scan;
+//! - F7 the in-memory derived state equals a fresh rebuild from the store.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::Db;
+use crate::derived::Derived;
+use crate::store::records::{self, HistoryRecord, ItemRecord};
+use crate::store::{keys, TreeId};
+use crate::Result;
+
+/// What `check()` found. `problems` is empty for a consistent database.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct CheckReport {
+    /// Item records scanned (live and deleted).
+    pub items: u64,
+    /// Histories scanned.
+    pub users: u64,
+    /// History entries scanned.
+    pub interactions: u64,
+    /// One line per violated invariant, naming the tree and key.
+    pub problems: Vec<String>,
+}
+
+impl CheckReport {
+    /// True when no invariant is violated.
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl Db {
+    /// Scans the whole store and verifies every invariant. Blocks writers while it runs (readers
+    /// are not blocked). Storage errors are returned as `Err`; violations go into the report.
+    pub fn check(&self) -> Result<CheckReport> {
+        self.inner.poison.check()?;
+        let _writer = self.inner.writer.lock();
+        let store = &self.inner.store;
+        let mut report = CheckReport::default();
+        let mut problem = |p: String| report_problem(&mut report.problems, p);
+
+        let counts = match self.counts() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                problem(format!("F1 {e}"));
+                None
+            }
+        };
+
+        // Items and their keys.
+        let mut items: BTreeMap<u64, ItemRecord> = BTreeMap::new();
+        for entry in store.tree(TreeId::Items).iter() {
+            let (k, v) = entry?;
+            match keys::parse_item_id("items", &k).and_then(|id| Ok((id, ItemRecord::decode(&k, &v)?))) {
+                Ok((id, rec)) => {
+                    items.insert(id, rec);
+                }
+                Err(e) => problem(format!("F1 {e}")),
+            }
+        }
+        let mut key_count = 0u64;
+        for entry in store.tree(TreeId::ItemKeys).iter() {
+            let (k, v) = entry?;
+            key_count += 1;
+            match records::decode_item_pointer(&k, &v) {
+                Ok(id) => match items.get(&id) {
+                    Some(rec) if rec.key.as_bytes() == &k[..] => {}
+                    Some(rec) => problem(format!(
+                        "F2 item_keys {} points to item {id} whose key is {:?}",
+                        crate::error::printable_key(&k),
+                        rec.key
+                    )),
+                    None => problem(format!(
+                        "F2 item_keys {} points to missing item {id}",
+                        crate::error::printable_key(&k)
+                    )),
+                },
+                Err(e) => problem(format!("F1 {e}")),
+            }
+        }
+        if key_count != items.len() as u64 {
+            problem(format!(
+                "F2 {} item_keys entries for {} item records",
+                key_count,
+                items.len()
+            ));
+        }
+        if let (Some(c), Some((max_id, _))) = (&counts, items.last_key_value()) {
+            if *max_id >= c.next_item_id {
+                problem(format!("F2 item id {max_id} >= next_item_id {}", c.next_item_id));
+            }
+        }
+
+        // Vectors.
+        let mut dims: HashMap<String, usize> = HashMap::new();
+        for entry in store.tree(TreeId::Meta).scan_prefix(keys::META_DIM_PREFIX) {
+            let (k, v) = entry?;
+            match records::decode_dim(&k, &v) {
+                Ok(d) => {
+                    dims.insert(String::from_utf8_lossy(&k[keys::META_DIM_PREFIX.len()..]).into_owned(), d);
+                }
+                Err(e) => problem(format!("F1 {e}")),
+            }
+        }
+        let mut vectors_seen = 0usize;
+        for entry in store.tree(TreeId::Vectors).iter() {
+            let (k, v) = entry?;
+            vectors_seen += 1;
+            let (id, name) = match keys::parse_vector(&k) {
+                Ok(x) => x,
+                Err(e) => {
+                    problem(format!("F1 {e}"));
+                    continue;
+                }
+            };
+            match items.get(&id) {
+                Some(rec) if rec.live && rec.vector_names.contains(&name) => {}
+                _ => problem(format!("F3 vector {name:?} of item {id} has no live item listing it")),
+            }
+            match dims.get(&name) {
+                Some(d) => {
+                    if let Err(e) = records::decode_vector(&k, &v, *d) {
+                        problem(format!("F3 {e}"));
+                    }
+                }
+                None => problem(format!("F3 vector {name:?} has no stored dimension")),
+            }
+        }
+        let listed: usize = items.values().filter(|r| r.live).map(|r| r.vector_names.len()).sum();
+        if listed != vectors_seen {
+            problem(format!("F3 live items list {listed} vectors, the vectors tree holds {vectors_seen}"));
+        }
+
+        // Histories.
+        let kinds = match store.get(TreeId::Meta, keys::META_KINDS)? {
+            Some(v) => records::decode_kinds(&v).unwrap_or_else(|e| {
+                problem(format!("F1 {e}"));
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
+        let mut expected_pop: HashMap<u64, u64> = HashMap::new();
+        let mut recorded = 0u64;
+        for entry in store.tree(TreeId::Histories).iter() {
+            let (k, v) = entry?;
+            report.users += 1;
+            let rec = match HistoryRecord::decode(&k, &v) {
+                Ok(r) => r,
+                Err(e) => {
+                    problem(format!("F1 {e}"));
+                    continue;
+                }
+            };
+            let user = crate::error::printable_key(&k);
+            recorded += rec.recorded;
+            report.interactions += rec.entries.len() as u64;
+            if rec.entries.windows(2).any(|w| w[0].timestamp > w[1].timestamp) {
+                problem(format!("F4 history of user {user} is not sorted by timestamp"));
+            }
+            if (rec.entries.len() as u64) > rec.recorded {
+                problem(format!("F4 history of user {user} retains more entries than were recorded"));
+            }
+            for e in &rec.entries {
+                if !items.contains_key(&e.item_id) {
+                    problem(format!("F4 history of user {user} names missing item {}", e.item_id));
+                }
+                if e.kind as usize > kinds.len() {
+                    problem(format!("F4 history of user {user} uses unknown kind code {}", e.kind));
+                }
+                *expected_pop.entry(e.item_id).or_default() += 1;
+            }
+        }
+
+        // Popularity.
+        let mut stored_pop: HashMap<u64, u64> = HashMap::new();
+        for entry in store.tree(TreeId::Popular).iter() {
+            let (k, v) = entry?;
+            match keys::parse_item_id("popular", &k).and_then(|id| Ok((id, records::decode_popular(&k, &v)?))) {
+                Ok((id, c)) => {
+                    stored_pop.insert(id, c);
+                }
+                Err(e) => problem(format!("F1 {e}")),
+            }
+        }
+        if stored_pop != expected_pop {
+            let mut ids: Vec<u64> = stored_pop.keys().chain(expected_pop.keys()).copied().collect();
+            ids.sort_unstable();
+            ids.dedup();
+            for id in ids {
+                let (s, e) = (stored_pop.get(&id), expected_pop.get(&id));
+                if s != e {
+                    problem(format!("F5 popular[{id}] = {s:?}, histories count {e:?}"));
+                }
+            }
+        }
+
+        // Counters.
+        if let Some(c) = &counts {
+            let live = items.values().filter(|r| r.live).count() as u64;
+            let expect = [
+                ("live_items", c.live_items, live),
+                ("deleted_items", c.deleted_items, items.len() as u64 - live),
+                ("users", c.users, report.users),
+                ("interactions", c.interactions, report.interactions),
+                ("recorded", c.recorded, recorded),
+            ];
+            for (name, stored, actual) in expect {
+                if stored != actual {
+                    problem(format!("F6 counts.{name} = {stored}, the scan finds {actual}"));
+                }
+            }
+        }
+
+        // Derived state.
+        match Derived::load(store) {
+            Ok(fresh) => {
+                if *self.inner.derived.read() != fresh {
+                    problem("F7 the in-memory catalog/popularity differs from a rebuild from the store".into());
+                }
+            }
+            Err(e) => problem(format!("F7 cannot rebuild derived state: {e}")),
+        }
+        report.items = items.len() as u64;
+        Ok(report)
+    }
+}
+
+fn report_problem(problems: &mut Vec<String>, p: String) {
+    // Bound the report: a badly damaged database must not produce an unbounded list.
+    const MAX_PROBLEMS: usize = 1000;
+    if problems.len() < MAX_PROBLEMS {
+        problems.push(p);
+    } else if problems.len() == MAX_PROBLEMS {
+        problems.push("... more problems omitted".into());
+    }
+}
+

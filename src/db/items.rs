@@ -1,0 +1,229 @@
+//! Catalog writes and reads: put, insert, get, delete items.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::validate::{validate_batch_len, validate_items, validate_key};
+use super::Db;
+use crate::derived::Effects;
+use crate::store::records::{self, ItemRecord};
+use crate::store::{keys, TreeId, Tx, TxResult};
+use crate::{Error, Item, Result};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PutMode {
+    Replace,
+    InsertOnly,
+}
+
+impl Db {
+    /// Puts a batch of items atomically: all are stored or, on any error, none.
+    ///
+    /// Policy for an existing key: **replace**. The item keeps its internal id and creation
+    /// version; text, attributes and vectors are replaced (vectors not given are removed). A
+    /// deleted item is revived under its old id. Returns the items' internal ids, in order.
+    pub fn put_items(&self, items: &[Item]) -> Result<Vec<u64>> {
+        self.put(items, PutMode::Replace)
+    }
+
+    /// Like [`Db::put_items`], but a key that names a live item fails the whole batch with
+    /// [`Error::ItemExists`].
+    pub fn insert_items(&self, items: &[Item]) -> Result<Vec<u64>> {
+        self.put(items, PutMode::InsertOnly)
+    }
+
+    fn put(&self, items: &[Item], mode: PutMode) -> Result<Vec<u64>> {
+        validate_items(items, &self.inner.config.limits)?;
+        self.write(|tx, _| {
+            let mut counts = tx.counts()?;
+            counts.catalog_version += 1;
+            let version = counts.catalog_version;
+            let mut effects = Effects::default();
+            let mut batch_dims: HashMap<&str, usize> = HashMap::new();
+            let mut ids = Vec::with_capacity(items.len());
+            for item in items {
+                for (name, values) in &item.vectors {
+                    check_dim(tx, &mut batch_dims, &mut effects, item, name, values.len())?;
+                }
+                let (id, created_version) = match tx.item_id(&item.key)? {
+                    Some(id) => {
+                        let old = tx.item(id)?.ok_or_else(|| {
+                            Error::corruption("item_keys", item.key.as_bytes(), "points to a missing item")
+                        })?;
+                        if old.live && mode == PutMode::InsertOnly {
+                            return Err(Error::ItemExists { key: item.key.clone() }.into());
+                        }
+                        for name in &old.vector_names {
+                            if !item.vectors.contains_key(name) {
+                                tx.remove(TreeId::Vectors, &keys::vector(id, name))?;
+                            }
+                        }
+                        if !old.live {
+                            counts.live_items += 1;
+                            counts.deleted_items -= 1;
+                            effects.items.push((id, Arc::from(item.key.as_str()), true));
+                        }
+                        (id, old.created_version)
+                    }
+                    None => {
+                        let id = counts.next_item_id;
+                        counts.next_item_id += 1;
+                        counts.live_items += 1;
+                        tx.insert(TreeId::ItemKeys, item.key.as_bytes(), keys::item_id(id).to_vec())?;
+                        effects.items.push((id, Arc::from(item.key.as_str()), true));
+                        (id, version)
+                    }
+                };
+                for (name, values) in &item.vectors {
+                    tx.insert(TreeId::Vectors, &keys::vector(id, name), records::encode_vector(values))?;
+                }
+                let record = ItemRecord {
+                    key: item.key.clone(),
+                    title: item.title.clone(),
+                    description: item.description.clone(),
+                    attributes: item.attributes.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    vector_names: item.vectors.keys().cloned().collect(),
+                    created_version,
+                    updated_version: version,
+                    live: true,
+                };
+                tx.insert(TreeId::Items, &keys::item_id(id), record.encode())?;
+                ids.push(id);
+            }
+            tx.set_counts(&counts)?;
+            Ok((ids, effects))
+        })
+    }
+
+    /// Deletes a batch of items atomically. Every key must name a live item
+    /// ([`Error::UnknownItem`] / [`Error::DeletedItem`] otherwise, and nothing is deleted).
+    ///
+    /// A deleted item leaves the catalog, the popularity list and (in later layers) every index;
+    /// its text and vectors are dropped. Histories keep their entries, which report the item as
+    /// not live. Returns the number of items deleted.
+    pub fn delete_items(&self, keys_to_delete: &[&str]) -> Result<usize> {
+        let limits = &self.inner.config.limits;
+        validate_batch_len(keys_to_delete.len(), limits)?;
+        let mut seen = std::collections::HashSet::new();
+        for key in keys_to_delete {
+            validate_key("item", key, limits)?;
+            if !seen.insert(*key) {
+                return Err(Error::DuplicateInBatch { key: key.to_string() });
+            }
+        }
+        self.write(|tx, _| {
+            let mut counts = tx.counts()?;
+            counts.catalog_version += 1;
+            let mut effects = Effects::default();
+            for key in keys_to_delete {
+                let Some(id) = tx.item_id(key)? else {
+                    return Err(Error::UnknownItem { key: key.to_string() }.into());
+                };
+                let old = tx.item(id)?.ok_or_else(|| {
+                    Error::corruption("item_keys", key.as_bytes(), "points to a missing item")
+                })?;
+                if !old.live {
+                    return Err(Error::DeletedItem { key: key.to_string() }.into());
+                }
+                for name in &old.vector_names {
+                    tx.remove(TreeId::Vectors, &keys::vector(id, name))?;
+                }
+                let tombstone = ItemRecord {
+                    key: old.key,
+                    title: String::new(),
+                    description: String::new(),
+                    attributes: Vec::new(),
+                    vector_names: Vec::new(),
+                    created_version: old.created_version,
+                    updated_version: counts.catalog_version,
+                    live: false,
+                };
+                tx.insert(TreeId::Items, &keys::item_id(id), tombstone.encode())?;
+                counts.live_items -= 1;
+                counts.deleted_items += 1;
+                effects.items.push((id, Arc::from(*key), false));
+            }
+            tx.set_counts(&counts)?;
+            Ok((keys_to_delete.len(), effects))
+        })
+    }
+
+    /// The live item stored under `key`, with its vectors; `None` if absent or deleted.
+    pub fn get_item(&self, key: &str) -> Result<Option<Item>> {
+        validate_key("item", key, &self.inner.config.limits)?;
+        self.inner.poison.check()?;
+        // A read-only transaction gives one consistent snapshot of the record and its vectors.
+        self.inner.store.transact(|tx| {
+            let Some(id) = tx.item_id(key)? else { return Ok(None) };
+            let Some(rec) = tx.item(id)? else {
+                return Err(Error::corruption("item_keys", key.as_bytes(), "points to a missing item").into());
+            };
+            if !rec.live {
+                return Ok(None);
+            }
+            let mut item = Item::new(rec.key.clone())
+                .title(rec.title.clone())
+                .description(rec.description.clone());
+            item.attributes = rec.attributes.iter().cloned().collect();
+            for name in &rec.vector_names {
+                let vkey = keys::vector(id, name);
+                let dim = tx.dim(name)?.ok_or_else(|| {
+                    Error::corruption("meta", &keys::dim(name), "vector name has no stored dimension")
+                })?;
+                let bytes = tx.get(TreeId::Vectors, &vkey)?.ok_or_else(|| {
+                    Error::corruption("vectors", &vkey, "item lists a vector that is missing")
+                })?;
+                item.vectors.insert(name.clone(), records::decode_vector(&vkey, &bytes, dim)?);
+            }
+            Ok(Some(item))
+        })
+    }
+
+    /// Looks up several items at once; `None` where absent or deleted.
+    pub fn get_items(&self, keys: &[&str]) -> Result<Vec<Option<Item>>> {
+        keys.iter().map(|k| self.get_item(k)).collect()
+    }
+
+    /// The internal id of a live item.
+    pub fn item_id(&self, key: &str) -> Result<Option<u64>> {
+        validate_key("item", key, &self.inner.config.limits)?;
+        self.inner.poison.check()?;
+        let Some(bytes) = self.inner.store.get(TreeId::ItemKeys, key.as_bytes())? else {
+            return Ok(None);
+        };
+        let id = records::decode_item_pointer(key.as_bytes(), &bytes)?;
+        let live = self.inner.derived.read().catalog.get(id).map(|m| m.live);
+        Ok(if live == Some(true) { Some(id) } else { None })
+    }
+}
+
+/// Checks (and, for a new name, fixes) the dimension of vector `name`.
+fn check_dim<'a>(
+    tx: &Tx<'_>,
+    batch_dims: &mut HashMap<&'a str, usize>,
+    effects: &mut Effects,
+    item: &Item,
+    name: &'a str,
+    got: usize,
+) -> TxResult<()> {
+    let expected = match batch_dims.get(name) {
+        Some(d) => Some(*d),
+        None => tx.dim(name)?,
+    };
+    match expected {
+        Some(expected) if expected != got => Err(Error::VectorDimension {
+            item: item.key.clone(),
+            name: name.to_string(),
+            expected,
+            got,
+        }
+        .into()),
+        Some(_) => Ok(()),
+        None => {
+            batch_dims.insert(name, got);
+            tx.insert(TreeId::Meta, &keys::dim(name), records::encode_dim(got))?;
+            effects.new_dims.push((name.to_string(), got));
+            Ok(())
+        }
+    }
+}

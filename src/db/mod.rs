@@ -1,0 +1,177 @@
+//! The `Db` facade: the only public entry point. It composes the store (truth) with the derived
+//! in-memory state and owns the write path.
+//!
+//! Write path (every mutating call): validate the input without touching anything, take the
+//! writer lock, run one sled transaction across all trees, apply the derived effects, release
+//! the lock, and flush when the durability is `Sync`. Writers are serialised (one at a time,
+//! like LMDB and redb); readers never take the writer lock.
+//!
+//! Invariants owned here (see `docs/design.md`, "Invariants"): the derived state equals the
+//! store after every write; a failed flush or storage error poisons the handle.
+
+mod check;
+mod interactions;
+mod items;
+mod poison;
+mod read;
+mod stats;
+mod validate;
+
+pub use check::CheckReport;
+pub use stats::Stats;
+pub(crate) use validate::validate_vector_name;
+
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::config::Durability;
+use crate::derived::{Derived, Effects};
+use crate::store::{open_store, Store, Tx, TxResult};
+use crate::{Config, Error, Result};
+use poison::Poison;
+
+/// An open convergedb database.
+///
+/// Cheap to clone (an `Arc` inside); every clone is the same database. `Send + Sync`: share it
+/// between threads freely. The files are closed when the last clone is dropped or on
+/// [`Db::close`].
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    store: Store,
+    derived: RwLock<Derived>,
+    writer: Mutex<()>,
+    poison: Poison,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("path", &self.inner.config.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Db {
+    /// Opens (or creates) the database described by `config`.
+    pub fn open(config: Config) -> Result<Db> {
+        config.validate()?;
+        let store = open_store(&config)?;
+        let derived = Derived::load(&store)?;
+        let db = Db {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                derived: RwLock::new(derived),
+                writer: Mutex::new(()),
+                poison: Poison::default(),
+            }),
+        };
+        db.declare_vectors()?;
+        Ok(db)
+    }
+
+    /// Opens (or creates) the database in `path` with the default configuration.
+    pub fn open_path(path: impl AsRef<std::path::Path>) -> Result<Db> {
+        Db::open(Config::new(path))
+    }
+
+    /// Writes everything buffered to disk (sled's log flush; see `docs/design.md` for what that
+    /// promises on power loss).
+    pub fn flush(&self) -> Result<()> {
+        self.inner.poison.check()?;
+        self.flush_store()
+    }
+
+    /// Flushes and closes this handle. The files close once every clone is dropped.
+    pub fn close(self) -> Result<()> {
+        self.flush()
+    }
+
+    /// The path of the database directory.
+    pub fn path(&self) -> &std::path::Path {
+        &self.inner.config.path
+    }
+
+    fn flush_store(&self) -> Result<()> {
+        if let Err(e) = self.inner.store.db.flush() {
+            let err = Error::Storage(e);
+            self.inner.poison.set(&err);
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Runs one write transaction and applies its effects to the derived state.
+    fn write<T>(&self, f: impl Fn(&Tx<'_>, &Derived) -> TxResult<(T, Effects)>) -> Result<T> {
+        self.inner.poison.check()?;
+        let out = {
+            let _writer = self.inner.writer.lock();
+            // Only writers change `derived`, and we are the only writer: reading it inside the
+            // transaction sees exactly the committed state.
+            let result = {
+                let derived = self.inner.derived.read();
+                self.inner.store.transact(|tx| f(tx, &derived))
+            };
+            match result {
+                Ok((value, effects)) => {
+                    self.inner.derived.write().apply(effects);
+                    value
+                }
+                Err(e) => {
+                    if matches!(e, Error::Storage(_)) {
+                        self.inner.poison.set(&e);
+                    }
+                    return Err(e);
+                }
+            }
+        };
+        if self.inner.config.durability == Durability::Sync {
+            self.flush_store()?;
+        }
+        Ok(out)
+    }
+
+    fn declare_vectors(&self) -> Result<()> {
+        let wanted = self.inner.config.vectors.clone();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        self.write(|tx, _| {
+            let mut effects = Effects::default();
+            for (name, dim) in &wanted {
+                match tx.dim(name)? {
+                    Some(d) if d == *dim => {}
+                    Some(d) => {
+                        return Err(Error::InvalidArgument(format!(
+                            "vector {name:?} is stored with dimension {d}, but the configuration asks for {dim}"
+                        ))
+                        .into())
+                    }
+                    None => {
+                        tx.insert(
+                            crate::store::TreeId::Meta,
+                            &crate::store::keys::dim(name),
+                            crate::store::records::encode_dim(*dim),
+                        )?;
+                        effects.new_dims.push((name.clone(), *dim));
+                    }
+                }
+            }
+            Ok(((), effects))
+        })
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Best effort: an error here has nobody to report to; Buffered writes since the last
+        // background flush would otherwise wait for sled's own drop.
+        let _ = self.store.db.flush();
+    }
+}

@@ -1,0 +1,66 @@
+//! `stats()`: counts and settings, cheap enough to call often.
+
+use std::collections::BTreeMap;
+
+use super::Db;
+use crate::config::Durability;
+use crate::store::{keys, records::Counts, TreeId, FORMAT_VERSION};
+use crate::{Error, Result};
+
+/// A snapshot of the database's size and settings. Serialises to JSON for the CLI and C API.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Stats {
+    /// Live items in the catalog.
+    pub items: u64,
+    /// Deleted items whose ids are kept for histories.
+    pub deleted_items: u64,
+    /// Users with a history.
+    pub users: u64,
+    /// Interactions retained in histories.
+    pub interactions: u64,
+    /// Interactions ever recorded (retained + dropped by the history limit).
+    pub interactions_recorded: u64,
+    /// Bumped by every catalog write.
+    pub catalog_version: u64,
+    /// Fixed dimension per vector name.
+    pub vector_dims: BTreeMap<String, usize>,
+    /// Interned interaction kinds.
+    pub kinds: Vec<String>,
+    /// Bytes sled reports on disk.
+    pub disk_bytes: u64,
+    /// The on-disk format version.
+    pub format_version: u32,
+    /// The durability mode of this handle.
+    pub durability: Durability,
+    /// `Some(reason)` when the handle is poisoned.
+    pub poisoned: Option<String>,
+}
+
+impl Db {
+    /// Counts and settings.
+    pub fn stats(&self) -> Result<Stats> {
+        let counts = self.counts()?;
+        let derived = self.inner.derived.read();
+        Ok(Stats {
+            items: counts.live_items,
+            deleted_items: counts.deleted_items,
+            users: counts.users,
+            interactions: counts.interactions,
+            interactions_recorded: counts.recorded,
+            catalog_version: counts.catalog_version,
+            vector_dims: derived.dims.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            kinds: derived.kinds.clone(),
+            disk_bytes: self.inner.store.db.size_on_disk()?,
+            format_version: FORMAT_VERSION,
+            durability: self.inner.config.durability,
+            poisoned: self.inner.poison.reason(),
+        })
+    }
+
+    pub(super) fn counts(&self) -> Result<Counts> {
+        match self.inner.store.get(TreeId::Meta, keys::META_COUNTS)? {
+            Some(bytes) => Counts::decode(&bytes),
+            None => Err(Error::corruption("meta", keys::META_COUNTS, "missing counts record")),
+        }
+    }
+}

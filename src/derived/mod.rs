@@ -1,0 +1,95 @@
+//! Derived in-memory state, rebuilt from the store on open and updated on the commit path.
+//!
+//! - `catalog.rs`: item id -> (key, live), so reads can name items without touching sled;
+//! - `popularity.rs`: the popularity ranking of live items, maintained incrementally.
+//!
+//! Invariant: after every committed write, this state equals what [`Derived::load`] would build
+//! from the store (checked by `Db::check`). Writers are serialised by the `Db`'s writer lock and
+//! apply their [`Effects`] before releasing it, so the order of application is the commit order.
+
+mod catalog;
+mod popularity;
+
+pub(crate) use catalog::Catalog;
+pub(crate) use popularity::Popularity;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::store::keys;
+use crate::store::records::{self, ItemRecord};
+use crate::store::{Store, TreeId};
+use crate::Result;
+
+/// Everything derived, guarded by one lock in `Db`.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Derived {
+    pub catalog: Catalog,
+    pub popularity: Popularity,
+    /// Fixed dimension per vector name.
+    pub dims: HashMap<String, usize>,
+    /// Interned interaction kinds; kind code `i + 1` is `kinds[i]`.
+    pub kinds: Vec<String>,
+}
+
+/// What one committed write changes in the derived state.
+#[derive(Debug, Default)]
+pub(crate) struct Effects {
+    /// (id, key, live) of every item created or whose live flag changed.
+    pub items: Vec<(u64, Arc<str>, bool)>,
+    /// New retained-interaction counts per item.
+    pub counts: Vec<(u64, u64)>,
+    pub new_dims: Vec<(String, usize)>,
+    pub kinds: Option<Vec<String>>,
+}
+
+impl Derived {
+    /// Builds the derived state from the store: one scan of `items`, `popular` and `meta`.
+    pub(crate) fn load(store: &Store) -> Result<Self> {
+        let mut d = Derived::default();
+        for entry in store.tree(TreeId::Items).iter() {
+            let (k, v) = entry?;
+            let id = keys::parse_item_id("items", &k)?;
+            let rec = ItemRecord::decode(&k, &v)?;
+            d.catalog.insert(id, Arc::from(rec.key.as_str()), rec.live);
+        }
+        for entry in store.tree(TreeId::Popular).iter() {
+            let (k, v) = entry?;
+            let id = keys::parse_item_id("popular", &k)?;
+            let count = records::decode_popular(&k, &v)?;
+            d.popularity.set_count(id, count);
+        }
+        for (id, meta) in d.catalog.iter() {
+            d.popularity.set_live(id, meta.live);
+        }
+        for entry in store.tree(TreeId::Meta).scan_prefix(keys::META_DIM_PREFIX) {
+            let (k, v) = entry?;
+            let name = keys::parse_text("meta", &k[keys::META_DIM_PREFIX.len()..])?;
+            d.dims.insert(name, records::decode_dim(&k, &v)?);
+        }
+        if let Some(v) = store.get(TreeId::Meta, keys::META_KINDS)? {
+            d.kinds = records::decode_kinds(&v)?;
+        }
+        Ok(d)
+    }
+
+    pub(crate) fn apply(&mut self, effects: Effects) {
+        for (id, key, live) in effects.items {
+            self.catalog.insert(id, key, live);
+            self.popularity.set_live(id, live);
+        }
+        for (id, count) in effects.counts {
+            self.popularity.set_count(id, count);
+        }
+        self.dims.extend(effects.new_dims);
+        if let Some(kinds) = effects.kinds {
+            self.kinds = kinds;
+        }
+    }
+
+    pub(crate) fn kind_name(&self, code: u32) -> Option<String> {
+        code.checked_sub(1)
+            .and_then(|i| self.kinds.get(i as usize))
+            .cloned()
+    }
+}

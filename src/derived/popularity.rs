@@ -1,0 +1,86 @@
+//! The popularity ranking: live items ordered by retained interactions (desc), then id (asc).
+//!
+//! Updated incrementally on the commit path; a read walks the ranking from the top and skips
+//! the caller's excluded items, so it costs O(k + excluded) steps.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Popularity {
+    /// Retained interactions per item (live or not); absent = 0.
+    counts: HashMap<u64, u64>,
+    /// Live items only.
+    live: HashSet<u64>,
+    ranking: BTreeSet<(Reverse<u64>, u64)>,
+}
+
+impl Popularity {
+    pub(crate) fn count(&self, id: u64) -> u64 {
+        self.counts.get(&id).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn set_count(&mut self, id: u64, count: u64) {
+        let old = self.count(id);
+        if old == count {
+            return;
+        }
+        if self.live.contains(&id) {
+            self.ranking.remove(&(Reverse(old), id));
+            self.ranking.insert((Reverse(count), id));
+        }
+        if count == 0 {
+            self.counts.remove(&id);
+        } else {
+            self.counts.insert(id, count);
+        }
+    }
+
+    pub(crate) fn set_live(&mut self, id: u64, live: bool) {
+        let count = self.count(id);
+        if live {
+            if self.live.insert(id) {
+                self.ranking.insert((Reverse(count), id));
+            }
+        } else if self.live.remove(&id) {
+            self.ranking.remove(&(Reverse(count), id));
+        }
+    }
+
+    /// The `k` best live items not rejected by `excluded`, as (id, count).
+    pub(crate) fn top(&self, k: usize, excluded: impl Fn(u64) -> bool) -> Vec<(u64, u64)> {
+        self.ranking
+            .iter()
+            .filter(|(_, id)| !excluded(*id))
+            .take(k)
+            .map(|(Reverse(c), id)| (*id, *c))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranking_follows_counts_liveness_and_exclusion() {
+        let mut p = Popularity::default();
+        for id in 1..=4 {
+            p.set_live(id, true);
+        }
+        p.set_count(2, 5);
+        p.set_count(3, 7);
+        p.set_count(4, 5);
+        assert_eq!(p.top(10, |_| false), vec![(3, 7), (2, 5), (4, 5), (1, 0)]);
+        assert_eq!(p.top(2, |id| id == 3), vec![(2, 5), (4, 5)]);
+        p.set_live(3, false);
+        assert_eq!(p.top(1, |_| false), vec![(2, 5)]);
+        p.set_count(3, 9); // dead items keep their count but stay out of the ranking
+        assert_eq!(p.top(1, |_| false), vec![(2, 5)]);
+        p.set_live(3, true);
+        assert_eq!(p.top(1, |_| false), vec![(3, 9)]);
+        p.set_count(3, 0);
+        assert_eq!(p.count(3), 0);
+        assert_eq!(p.top(4, |_| false).last(), Some(&(3, 0)));
+    }
+}

@@ -1,0 +1,181 @@
+//! The one error type of the crate.
+//!
+//! Every variant says what went wrong in words a person can act on; the doc of each variant says
+//! what the caller can do about it. Variants are grouped: bad input (the call changed nothing),
+//! problems with the database files, and the poisoned state after a failed write.
+
+use std::path::PathBuf;
+
+/// `Result` with [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in convergedb.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    // ---- bad input: the call was rejected and nothing was written ----
+    /// A key (item or user) was empty. Give every item and user a non-empty key.
+    #[error("empty {what} key: every {what} needs a non-empty key")]
+    EmptyKey {
+        /// `"item"` or `"user"`.
+        what: &'static str,
+    },
+    /// A key or text field is longer than the configured limit.
+    #[error("{what} is {len} bytes, over the limit of {max} bytes")]
+    TooLong {
+        /// Which field.
+        what: String,
+        /// Its length in bytes.
+        len: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// A vector does not have the dimension fixed for its name (by the first vector stored under
+    /// that name, or by `Config::vector`). Re-embed with the right model or use another name.
+    #[error("item {item:?}: vector {name:?} has dimension {got}, but this database stores {name:?} with dimension {expected}")]
+    VectorDimension {
+        /// The item's key.
+        item: String,
+        /// The vector's name.
+        name: String,
+        /// The dimension fixed for this name.
+        expected: usize,
+        /// The dimension given.
+        got: usize,
+    },
+    /// A vector holds NaN or an infinity, or is empty.
+    #[error("item {item:?}: vector {name:?} is invalid: {reason}")]
+    InvalidVector {
+        /// The item's key.
+        item: String,
+        /// The vector's name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An interaction or a delete named an item the catalog does not hold. Put the item first.
+    #[error("unknown item {key:?}: put the item before referring to it")]
+    UnknownItem {
+        /// The item's key.
+        key: String,
+    },
+    /// An interaction or a delete named an item that is deleted. Put the item again to revive it.
+    #[error("item {key:?} is deleted: put it again to use it")]
+    DeletedItem {
+        /// The item's key.
+        key: String,
+    },
+    /// The user has no history in this database.
+    #[error("unknown user {key:?}: no interaction has been recorded for this user")]
+    UnknownUser {
+        /// The user's key.
+        key: String,
+    },
+    /// `insert_items` was given a key that already exists. Use `put_items` to replace items.
+    #[error("item {key:?} already exists (insert_items never replaces; use put_items to replace)")]
+    ItemExists {
+        /// The item's key.
+        key: String,
+    },
+    /// The same item key appears twice in one batch, so the batch's meaning is ambiguous.
+    #[error("item {key:?} appears more than once in the same batch")]
+    DuplicateInBatch {
+        /// The item's key.
+        key: String,
+    },
+    /// A batch is larger than `Config::max_batch`. Split it.
+    #[error("batch of {len} records is over the limit of {max}: split it into smaller batches")]
+    BatchTooLarge {
+        /// Records in the batch.
+        len: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// `k` must be between 1 and `Config::max_k`.
+    #[error("k = {k} is out of range: ask for between 1 and {max} items")]
+    InvalidK {
+        /// The k asked for.
+        k: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// Any other argument that cannot be accepted (a NaN weight, a bad configuration value).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// An import file could not be read or parsed. Nothing from the failing batch was written.
+    #[error("{path}:{line}: {reason}")]
+    Import {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line (0 when the problem is not tied to a line).
+        line: u64,
+        /// What is wrong.
+        reason: String,
+    },
+
+    // ---- the database files ----
+    /// The path exists but is not a convergedb database. Point at another directory or an empty one.
+    #[error("{path} is not a convergedb database: {reason}")]
+    NotADatabase {
+        /// The path opened.
+        path: PathBuf,
+        /// Why it was not recognised.
+        reason: String,
+    },
+    /// The database was written by a newer format version. Upgrade convergedb to open it.
+    #[error("database format version {found} is newer than this build supports ({supported}): upgrade convergedb")]
+    UnsupportedFormat {
+        /// The format version on disk.
+        found: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
+    /// A stored record could not be decoded. The database files are damaged: restore a backup.
+    #[error("corrupt record in tree {tree:?} at key {key}: {reason}")]
+    Corruption {
+        /// The sled tree holding the record.
+        tree: &'static str,
+        /// The record's key, printable (UTF-8 text quoted, else hex).
+        key: String,
+        /// What the decoder found.
+        reason: String,
+    },
+    /// The storage engine (sled) reported an I/O or internal error.
+    #[error("storage error: {0}")]
+    Storage(#[from] sled::Error),
+    /// An I/O error outside the storage engine (import files, directories).
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+
+    // ---- the handle ----
+    /// A write failed part-way (for example a flush error): the handle no longer trusts its
+    /// in-memory state. Close it and reopen the database.
+    #[error("database handle is poisoned by an earlier failure ({0}): close it and reopen the database")]
+    Poisoned(String),
+}
+
+impl Error {
+    pub(crate) fn corruption(tree: &'static str, key: &[u8], reason: impl Into<String>) -> Self {
+        Error::Corruption {
+            tree,
+            key: printable_key(key),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Renders a key for an error message: quoted UTF-8 when it is text, else hex.
+pub(crate) fn printable_key(key: &[u8]) -> String {
+    match std::str::from_utf8(key) {
+        Ok(s) if !s.chars().any(char::is_control) => format!("{s:?}"),
+        _ => {
+            let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+            format!("0x{hex}")
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Key layouts. Integers in keys are big-endian so that range scans come out in id order.
+//!
+//! | tree        | key                                   |
+//! |-------------|---------------------------------------|
+//! | `meta`      | ASCII name (`header`, `counts`, `kinds`, `dim/<vector name>`) |
+//! | `items`     | item_id: u64 BE                        |
+//! | `item_keys` | external item key, UTF-8 bytes         |
+//! | `vectors`   | item_id: u64 BE ++ vector name, UTF-8  |
+//! | `histories` | external user key, UTF-8 bytes         |
+//! | `popular`   | item_id: u64 BE                        |
+
+use crate::{Error, Result};
+
+pub(crate) const META_COUNTS: &[u8] = b"counts";
+pub(crate) const META_KINDS: &[u8] = b"kinds";
+pub(crate) const META_DIM_PREFIX: &[u8] = b"dim/";
+
+pub(crate) fn item_id(id: u64) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
+pub(crate) fn parse_item_id(tree: &'static str, key: &[u8]) -> Result<u64> {
+    let bytes: [u8; 8] = key
+        .try_into()
+        .map_err(|_| Error::corruption(tree, key, "key is not an 8-byte item id"))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+pub(crate) fn vector(id: u64, name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + name.len());
+    k.extend_from_slice(&id.to_be_bytes());
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// Splits a `vectors` key into (item id, vector name).
+pub(crate) fn parse_vector(key: &[u8]) -> Result<(u64, String)> {
+    if key.len() <= 8 {
+        return Err(Error::corruption("vectors", key, "key shorter than id + name"));
+    }
+    let id = parse_item_id("vectors", &key[..8])?;
+    let name = std::str::from_utf8(&key[8..])
+        .map_err(|_| Error::corruption("vectors", key, "vector name is not UTF-8"))?;
+    Ok((id, name.to_string()))
+}
+
+pub(crate) fn dim(name: &str) -> Vec<u8> {
+    let mut k = META_DIM_PREFIX.to_vec();
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+pub(crate) fn parse_text(tree: &'static str, key: &[u8]) -> Result<String> {
+    String::from_utf8(key.to_vec()).map_err(|_| Error::corruption(tree, key, "key is not UTF-8"))
+}

@@ -1,0 +1,97 @@
+//! The storage floor: sled trees, key layouts, record codecs and the schema header.
+//!
+//! This module is the single source of truth and knows nothing above it. It owns:
+//! - the list of trees and the byte layout of every key and value (`keys.rs`, `records.rs`,
+//!   documented in `docs/design.md`);
+//! - the schema header in `meta` (magic + format version), checked on every open (`header.rs`);
+//! - decoding with size limits, so corrupt bytes become `Error::Corruption`, never a panic or an
+//!   unbounded allocation (`codec.rs`);
+//! - one transaction across all trees per logical operation (`tx.rs`).
+
+mod codec;
+mod header;
+pub(crate) mod keys;
+mod open;
+pub(crate) mod records;
+mod tx;
+
+pub(crate) use header::FORMAT_VERSION;
+pub(crate) use open::open_store;
+pub(crate) use tx::{Tx, TxFail, TxResult};
+
+use crate::{Error, Result};
+
+/// Index of each tree in [`Store::trees`]; the names are the sled tree names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TreeId {
+    Meta = 0,
+    Items = 1,
+    ItemKeys = 2,
+    Vectors = 3,
+    Histories = 4,
+    Popular = 5,
+}
+
+pub(crate) const TREE_COUNT: usize = 6;
+
+impl TreeId {
+    pub(crate) const ALL: [TreeId; TREE_COUNT] = [
+        TreeId::Meta,
+        TreeId::Items,
+        TreeId::ItemKeys,
+        TreeId::Vectors,
+        TreeId::Histories,
+        TreeId::Popular,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            TreeId::Meta => "meta",
+            TreeId::Items => "items",
+            TreeId::ItemKeys => "item_keys",
+            TreeId::Vectors => "vectors",
+            TreeId::Histories => "histories",
+            TreeId::Popular => "popular",
+        }
+    }
+}
+
+/// The open sled database and its trees.
+pub(crate) struct Store {
+    pub(crate) db: sled::Db,
+    pub(crate) trees: Vec<sled::Tree>,
+}
+
+impl Store {
+    pub(crate) fn tree(&self, id: TreeId) -> &sled::Tree {
+        &self.trees[id as usize]
+    }
+
+    /// Runs `f` as one serializable transaction across every tree. `f` may run more than once
+    /// (sled retries on conflict), so it must not have side effects outside the transaction.
+    pub(crate) fn transact<T>(&self, f: impl Fn(&Tx<'_>) -> TxResult<T>) -> Result<T> {
+        use sled::transaction::{
+            ConflictableTransactionError as C, TransactionError, Transactional,
+            UnabortableTransactionError as U,
+        };
+        let out = self.trees[..].transaction(|views| {
+            let tx = Tx::new(views);
+            f(&tx).map_err(|e| match e {
+                TxFail::Sled(U::Conflict) => C::Conflict,
+                TxFail::Sled(U::Storage(inner)) => C::Storage(inner),
+                TxFail::Abort(Error::Storage(inner)) => C::Storage(inner),
+                TxFail::Abort(other) => C::Abort(other),
+            })
+        });
+        match out {
+            Ok(v) => Ok(v),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(Error::Storage(e)),
+        }
+    }
+
+    /// Reads one raw value outside any transaction.
+    pub(crate) fn get(&self, id: TreeId, key: &[u8]) -> Result<Option<sled::IVec>> {
+        Ok(self.tree(id).get(key)?)
+    }
+}

@@ -1,0 +1,120 @@
+//! Opening the sled files: path checks, the schema header, first-time initialisation.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+
+use super::header::{check_header, encode_header, FORMAT_VERSION, HEADER_KEY};
+use super::records::Counts;
+use super::{Store, TreeId};
+use crate::config::Durability;
+use crate::{Config, Error, Result};
+
+/// Files sled 0.34 keeps in its directory; a non-empty directory without them is someone else's.
+const SLED_MARKERS: [&str; 2] = ["conf", "db"];
+
+pub(crate) fn open_store(config: &Config) -> Result<Store> {
+    let path = config.path.as_path();
+    check_directory(path, config.create_if_missing)?;
+
+    let mut sled_config = sled::Config::new()
+        .path(path)
+        .cache_capacity(config.cache_capacity_bytes)
+        .mode(sled::Mode::HighThroughput);
+    sled_config = match config.durability {
+        Durability::Buffered { flush_every_ms } => sled_config.flush_every_ms(Some(flush_every_ms)),
+        Durability::Sync => sled_config.flush_every_ms(None),
+    };
+    // sled can panic on some damaged files; a damaged file must be an error, never a crash.
+    let db = match catch_unwind(AssertUnwindSafe(|| sled_config.open())) {
+        Ok(Ok(db)) => db,
+        Ok(Err(e)) => return Err(Error::Storage(e)),
+        Err(_) => {
+            return Err(Error::corruption(
+                "(sled)",
+                path.to_string_lossy().as_bytes(),
+                "the storage engine panicked while recovering its files",
+            ))
+        }
+    };
+    let trees = TreeId::ALL
+        .iter()
+        .map(|t| db.open_tree(t.name()))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let store = Store { db, trees };
+    init_or_check_header(&store, path)?;
+    Ok(store)
+}
+
+fn check_directory(path: &Path, create_if_missing: bool) -> Result<()> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if !path.exists() {
+        if create_if_missing {
+            return std::fs::create_dir_all(path).map_err(io);
+        }
+        return Err(Error::NotADatabase {
+            path: path.to_path_buf(),
+            reason: "the directory does not exist (and create_if_missing is off)".into(),
+        });
+    }
+    if !path.is_dir() {
+        return Err(Error::NotADatabase {
+            path: path.to_path_buf(),
+            reason: "it is a file, not a directory".into(),
+        });
+    }
+    let mut empty = true;
+    for entry in std::fs::read_dir(path).map_err(io)? {
+        let _ = entry.map_err(io)?;
+        empty = false;
+        break;
+    }
+    if empty {
+        if create_if_missing {
+            return Ok(());
+        }
+        return Err(Error::NotADatabase {
+            path: path.to_path_buf(),
+            reason: "the directory is empty (and create_if_missing is off)".into(),
+        });
+    }
+    if SLED_MARKERS.iter().all(|m| path.join(m).is_file()) {
+        Ok(())
+    } else {
+        Err(Error::NotADatabase {
+            path: path.to_path_buf(),
+            reason: "the directory holds other files and no database".into(),
+        })
+    }
+}
+
+fn init_or_check_header(store: &Store, path: &Path) -> Result<()> {
+    let meta = store.tree(TreeId::Meta);
+    if let Some(bytes) = meta.get(HEADER_KEY)? {
+        check_header(path, &bytes)?;
+        return Ok(());
+    }
+    // No header: only a database that holds nothing at all may be initialised.
+    let holds_data = !store.db.is_empty()
+        || store.trees.iter().any(|t| !t.is_empty())
+        || store.db.tree_names().iter().any(|n| !is_known_tree(n));
+    if holds_data {
+        return Err(Error::NotADatabase {
+            path: path.to_path_buf(),
+            reason: "a sled database without a convergedb schema header".into(),
+        });
+    }
+    store.transact(|tx| {
+        tx.insert(TreeId::Meta, HEADER_KEY, encode_header(FORMAT_VERSION))?;
+        tx.set_counts(&Counts::initial())?;
+        Ok(())
+    })?;
+    store.db.flush()?;
+    Ok(())
+}
+
+fn is_known_tree(name: &[u8]) -> bool {
+    name == b"__sled__default" || TreeId::ALL.iter().any(|t| t.name().as_bytes() == name)
+}

@@ -1,0 +1,170 @@
+//! Value layouts of every persisted record (see `docs/design.md` for the full table).
+//!
+//! Structured records are `[version u8][bincode 2 standard payload]`, decoded with a limit;
+//! fixed-width records are written by hand, little-endian, behind the same version byte.
+
+use bincode::{Decode, Encode};
+
+use super::codec;
+use crate::{Error, Result};
+
+pub(crate) const ITEM_V1: u8 = 1;
+pub(crate) const HISTORY_V1: u8 = 1;
+pub(crate) const COUNTS_V1: u8 = 1;
+pub(crate) const KINDS_V1: u8 = 1;
+pub(crate) const DIM_V1: u8 = 1;
+pub(crate) const VECTOR_V1: u8 = 1;
+pub(crate) const POPULAR_V1: u8 = 1;
+
+const ITEM_LIMIT: usize = 4 << 20;
+const HISTORY_LIMIT: usize = 64 << 20;
+const SMALL_LIMIT: usize = 1 << 20;
+
+/// `items[item_id]`: `[1][bincode ItemRecord]`. A deleted item keeps its record (live = false,
+/// text and vectors dropped) so histories can still name it and a re-put revives the same id.
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub(crate) struct ItemRecord {
+    pub key: String,
+    pub title: String,
+    pub description: String,
+    pub attributes: Vec<(String, String)>,
+    /// Names of the vectors stored in `vectors` for this item, sorted.
+    pub vector_names: Vec<String>,
+    /// Catalog version of the write that created the item.
+    pub created_version: u64,
+    /// Catalog version of the last write that changed the item.
+    pub updated_version: u64,
+    pub live: bool,
+}
+
+impl ItemRecord {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        codec::encode(ITEM_V1, self)
+    }
+    pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Result<Self> {
+        codec::decode::<Self, ITEM_LIMIT>("items", key, bytes, ITEM_V1)
+    }
+}
+
+/// One retained interaction inside a [`HistoryRecord`].
+#[derive(Clone, Copy, Debug, PartialEq, Encode, Decode)]
+pub(crate) struct EntryRecord {
+    pub item_id: u64,
+    pub timestamp: i64,
+    /// Index into the `meta["kinds"]` table plus one; 0 = no kind.
+    pub kind: u32,
+    pub weight: f32,
+}
+
+/// `histories[user key]`: `[1][bincode HistoryRecord]`, entries sorted by timestamp (ties in
+/// arrival order), at most the configured history limit.
+#[derive(Clone, Debug, Default, PartialEq, Encode, Decode)]
+pub(crate) struct HistoryRecord {
+    pub version: u64,
+    pub recorded: u64,
+    pub entries: Vec<EntryRecord>,
+}
+
+impl HistoryRecord {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        codec::encode(HISTORY_V1, self)
+    }
+    pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Result<Self> {
+        codec::decode::<Self, HISTORY_LIMIT>("histories", key, bytes, HISTORY_V1)
+    }
+}
+
+/// `meta["counts"]`: `[1][bincode Counts]`: id allocation and the totals `stats()` reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub(crate) struct Counts {
+    /// Next item id to hand out (ids start at 1 and are never reused).
+    pub next_item_id: u64,
+    /// Bumped by every write that changes the catalog.
+    pub catalog_version: u64,
+    pub live_items: u64,
+    pub deleted_items: u64,
+    pub users: u64,
+    /// Interactions retained in histories.
+    pub interactions: u64,
+    /// Interactions ever recorded.
+    pub recorded: u64,
+}
+
+impl Counts {
+    pub(crate) fn initial() -> Self {
+        Counts {
+            next_item_id: 1,
+            ..Counts::default()
+        }
+    }
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        codec::encode(COUNTS_V1, self)
+    }
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self> {
+        codec::decode::<Self, SMALL_LIMIT>("meta", b"counts", bytes, COUNTS_V1)
+    }
+}
+
+/// `meta["kinds"]`: `[1][bincode Vec<String>]`: the interned interaction kinds.
+pub(crate) fn encode_kinds(kinds: &[String]) -> Vec<u8> {
+    codec::encode(KINDS_V1, &kinds.to_vec())
+}
+
+pub(crate) fn decode_kinds(bytes: &[u8]) -> Result<Vec<String>> {
+    codec::decode::<Vec<String>, SMALL_LIMIT>("meta", b"kinds", bytes, KINDS_V1)
+}
+
+/// `meta["dim/<name>"]`: `[1][u32 LE]`.
+pub(crate) fn encode_dim(dim: usize) -> Vec<u8> {
+    let mut out = vec![DIM_V1];
+    out.extend_from_slice(&(dim as u32).to_le_bytes());
+    out
+}
+
+pub(crate) fn decode_dim(key: &[u8], bytes: &[u8]) -> Result<usize> {
+    match bytes {
+        [DIM_V1, a, b, c, d] => Ok(u32::from_le_bytes([*a, *b, *c, *d]) as usize),
+        _ => Err(Error::corruption("meta", key, "expected [1][u32 LE] dimension")),
+    }
+}
+
+/// `vectors[item_id ++ name]`: `[1][f32 LE; dim]`.
+pub(crate) fn encode_vector(values: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 4 * values.len());
+    out.push(VECTOR_V1);
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+pub(crate) fn decode_vector(key: &[u8], bytes: &[u8], dim: usize) -> Result<Vec<f32>> {
+    match bytes.split_first() {
+        Some((&VECTOR_V1, body)) if body.len() == 4 * dim => Ok(body
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()),
+        _ => Err(Error::corruption(
+            "vectors",
+            key,
+            format!("expected [1][f32 LE x {dim}], found {} bytes", bytes.len()),
+        )),
+    }
+}
+
+/// `popular[item_id]`: `[1][u64 LE]`: retained interactions with the item.
+pub(crate) fn encode_popular(count: u64) -> Vec<u8> {
+    codec::encode_u64(POPULAR_V1, count)
+}
+
+pub(crate) fn decode_popular(key: &[u8], bytes: &[u8]) -> Result<u64> {
+    codec::decode_u64("popular", key, bytes, POPULAR_V1)
+}
+
+/// `item_keys[key]`: the item id, 8 bytes big-endian (no version byte: it is a pointer).
+pub(crate) fn decode_item_pointer(key: &[u8], bytes: &[u8]) -> Result<u64> {
+    let arr: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| Error::corruption("item_keys", key, "expected an 8-byte item id"))?;
+    Ok(u64::from_be_bytes(arr))
+}
