@@ -155,7 +155,9 @@ pub enum Error {
     // ---- the handle ----
     /// A write failed part-way (for example a flush error): the handle no longer trusts its
     /// in-memory state. Close it and reopen the database.
-    #[error("database handle is poisoned by an earlier failure ({0}): close it and reopen the database")]
+    #[error(
+        "database handle is poisoned by an earlier failure ({0}): close it and reopen the database"
+    )]
     Poisoned(String),
 }
 

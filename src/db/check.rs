@@ -60,7 +60,9 @@ impl Db {
         let mut items: BTreeMap<u64, ItemRecord> = BTreeMap::new();
         for entry in store.tree(TreeId::Items).iter() {
             let (k, v) = entry?;
-            match keys::parse_item_id("items", &k).and_then(|id| Ok((id, ItemRecord::decode(&k, &v)?))) {
+            match keys::parse_item_id("items", &k)
+                .and_then(|id| Ok((id, ItemRecord::decode(&k, &v)?)))
+            {
                 Ok((id, rec)) => {
                     items.insert(id, rec);
                 }
@@ -96,7 +98,10 @@ impl Db {
         }
         if let (Some(c), Some((max_id, _))) = (&counts, items.last_key_value()) {
             if *max_id >= c.next_item_id {
-                problem(format!("F2 item id {max_id} >= next_item_id {}", c.next_item_id));
+                problem(format!(
+                    "F2 item id {max_id} >= next_item_id {}",
+                    c.next_item_id
+                ));
             }
         }
 
@@ -106,7 +111,10 @@ impl Db {
             let (k, v) = entry?;
             match records::decode_dim(&k, &v) {
                 Ok(d) => {
-                    dims.insert(String::from_utf8_lossy(&k[keys::META_DIM_PREFIX.len()..]).into_owned(), d);
+                    dims.insert(
+                        String::from_utf8_lossy(&k[keys::META_DIM_PREFIX.len()..]).into_owned(),
+                        d,
+                    );
                 }
                 Err(e) => problem(format!("F1 {e}")),
             }
@@ -124,7 +132,9 @@ impl Db {
             };
             match items.get(&id) {
                 Some(rec) if rec.live && rec.vector_names.contains(&name) => {}
-                _ => problem(format!("F3 vector {name:?} of item {id} has no live item listing it")),
+                _ => problem(format!(
+                    "F3 vector {name:?} of item {id} has no live item listing it"
+                )),
             }
             match dims.get(&name) {
                 Some(d) => {
@@ -135,9 +145,15 @@ impl Db {
                 None => problem(format!("F3 vector {name:?} has no stored dimension")),
             }
         }
-        let listed: usize = items.values().filter(|r| r.live).map(|r| r.vector_names.len()).sum();
+        let listed: usize = items
+            .values()
+            .filter(|r| r.live)
+            .map(|r| r.vector_names.len())
+            .sum();
         if listed != vectors_seen {
-            problem(format!("F3 live items list {listed} vectors, the vectors tree holds {vectors_seen}"));
+            problem(format!(
+                "F3 live items list {listed} vectors, the vectors tree holds {vectors_seen}"
+            ));
         }
 
         // Histories.
@@ -163,18 +179,32 @@ impl Db {
             let user = crate::error::printable_key(&k);
             recorded += rec.recorded;
             report.interactions += rec.entries.len() as u64;
-            if rec.entries.windows(2).any(|w| w[0].timestamp > w[1].timestamp) {
-                problem(format!("F4 history of user {user} is not sorted by timestamp"));
+            if rec
+                .entries
+                .windows(2)
+                .any(|w| w[0].timestamp > w[1].timestamp)
+            {
+                problem(format!(
+                    "F4 history of user {user} is not sorted by timestamp"
+                ));
             }
             if (rec.entries.len() as u64) > rec.recorded {
-                problem(format!("F4 history of user {user} retains more entries than were recorded"));
+                problem(format!(
+                    "F4 history of user {user} retains more entries than were recorded"
+                ));
             }
             for e in &rec.entries {
                 if !items.contains_key(&e.item_id) {
-                    problem(format!("F4 history of user {user} names missing item {}", e.item_id));
+                    problem(format!(
+                        "F4 history of user {user} names missing item {}",
+                        e.item_id
+                    ));
                 }
                 if e.kind as usize > kinds.len() {
-                    problem(format!("F4 history of user {user} uses unknown kind code {}", e.kind));
+                    problem(format!(
+                        "F4 history of user {user} uses unknown kind code {}",
+                        e.kind
+                    ));
                 }
                 *expected_pop.entry(e.item_id).or_default() += 1;
             }
@@ -184,7 +214,9 @@ impl Db {
         let mut stored_pop: HashMap<u64, u64> = HashMap::new();
         for entry in store.tree(TreeId::Popular).iter() {
             let (k, v) = entry?;
-            match keys::parse_item_id("popular", &k).and_then(|id| Ok((id, records::decode_popular(&k, &v)?))) {
+            match keys::parse_item_id("popular", &k)
+                .and_then(|id| Ok((id, records::decode_popular(&k, &v)?)))
+            {
                 Ok((id, c)) => {
                     stored_pop.insert(id, c);
                 }
@@ -192,7 +224,11 @@ impl Db {
             }
         }
         if stored_pop != expected_pop {
-            let mut ids: Vec<u64> = stored_pop.keys().chain(expected_pop.keys()).copied().collect();
+            let mut ids: Vec<u64> = stored_pop
+                .keys()
+                .chain(expected_pop.keys())
+                .copied()
+                .collect();
             ids.sort_unstable();
             ids.dedup();
             for id in ids {
@@ -215,7 +251,9 @@ impl Db {
             ];
             for (name, stored, actual) in expect {
                 if stored != actual {
-                    problem(format!("F6 counts.{name} = {stored}, the scan finds {actual}"));
+                    problem(format!(
+                        "F6 counts.{name} = {stored}, the scan finds {actual}"
+                    ));
                 }
             }
         }
@@ -224,7 +262,10 @@ impl Db {
         match Derived::load(store) {
             Ok(fresh) => {
                 if *self.inner.derived.read() != fresh {
-                    problem("F7 the in-memory catalog/popularity differs from a rebuild from the store".into());
+                    problem(
+                        "F7 the in-memory catalog/popularity differs from a rebuild from the store"
+                            .into(),
+                    );
                 }
             }
             Err(e) => problem(format!("F7 cannot rebuild derived state: {e}")),
@@ -243,4 +284,3 @@ fn report_problem(problems: &mut Vec<String>, p: String) {
         problems.push("... more problems omitted".into());
     }
 }
-

@@ -79,13 +79,21 @@ impl Db {
                 }
                 let count = tx.popular(item_id)?;
                 let new = count.checked_add_signed(delta).ok_or_else(|| {
-                    Error::corruption("popular", &keys::item_id(item_id), "count would go negative")
+                    Error::corruption(
+                        "popular",
+                        &keys::item_id(item_id),
+                        "count would go negative",
+                    )
                 })?;
                 tx.set_popular(item_id, new)?;
                 effects.counts.push((item_id, new));
             }
             if kinds.len() != kinds_before {
-                tx.insert(TreeId::Meta, keys::META_KINDS, records::encode_kinds(&kinds))?;
+                tx.insert(
+                    TreeId::Meta,
+                    keys::META_KINDS,
+                    records::encode_kinds(&kinds),
+                )?;
                 effects.kinds = Some(kinds);
             }
             tx.set_counts(&counts)?;
@@ -100,7 +108,9 @@ impl Db {
         validate_key("user", user, &self.inner.config.limits)?;
         self.inner.poison.check()?;
         let Some(bytes) = self.inner.store.get(TreeId::Histories, user.as_bytes())? else {
-            return Err(Error::UnknownUser { key: user.to_string() });
+            return Err(Error::UnknownUser {
+                key: user.to_string(),
+            });
         };
         let rec = HistoryRecord::decode(user.as_bytes(), &bytes)?;
         let derived = self.inner.derived.read();
@@ -110,7 +120,10 @@ impl Db {
                 Error::corruption(
                     "histories",
                     user.as_bytes(),
-                    format!("entry names item id {} that the catalog does not hold", e.item_id),
+                    format!(
+                        "entry names item id {} that the catalog does not hold",
+                        e.item_id
+                    ),
                 )
             })?;
             entries.push(HistoryEntry {
@@ -141,15 +154,26 @@ fn resolve_item<'a>(
         return Ok(*id);
     }
     let Some(id) = tx.item_id(key)? else {
-        return Err(Error::UnknownItem { key: key.to_string() }.into());
+        return Err(Error::UnknownItem {
+            key: key.to_string(),
+        }
+        .into());
     };
     match derived.catalog.get(id) {
         Some(meta) if meta.live => {
             cache.insert(key, id);
             Ok(id)
         }
-        Some(_) => Err(Error::DeletedItem { key: key.to_string() }.into()),
-        None => Err(Error::corruption("item_keys", key.as_bytes(), "points to an item the catalog does not hold").into()),
+        Some(_) => Err(Error::DeletedItem {
+            key: key.to_string(),
+        }
+        .into()),
+        None => Err(Error::corruption(
+            "item_keys",
+            key.as_bytes(),
+            "points to an item the catalog does not hold",
+        )
+        .into()),
     }
 }
 

@@ -48,10 +48,17 @@ impl Db {
                 let (id, created_version) = match tx.item_id(&item.key)? {
                     Some(id) => {
                         let old = tx.item(id)?.ok_or_else(|| {
-                            Error::corruption("item_keys", item.key.as_bytes(), "points to a missing item")
+                            Error::corruption(
+                                "item_keys",
+                                item.key.as_bytes(),
+                                "points to a missing item",
+                            )
                         })?;
                         if old.live && mode == PutMode::InsertOnly {
-                            return Err(Error::ItemExists { key: item.key.clone() }.into());
+                            return Err(Error::ItemExists {
+                                key: item.key.clone(),
+                            }
+                            .into());
                         }
                         for name in &old.vector_names {
                             if !item.vectors.contains_key(name) {
@@ -69,19 +76,31 @@ impl Db {
                         let id = counts.next_item_id;
                         counts.next_item_id += 1;
                         counts.live_items += 1;
-                        tx.insert(TreeId::ItemKeys, item.key.as_bytes(), keys::item_id(id).to_vec())?;
+                        tx.insert(
+                            TreeId::ItemKeys,
+                            item.key.as_bytes(),
+                            keys::item_id(id).to_vec(),
+                        )?;
                         effects.items.push((id, Arc::from(item.key.as_str()), true));
                         (id, version)
                     }
                 };
                 for (name, values) in &item.vectors {
-                    tx.insert(TreeId::Vectors, &keys::vector(id, name), records::encode_vector(values))?;
+                    tx.insert(
+                        TreeId::Vectors,
+                        &keys::vector(id, name),
+                        records::encode_vector(values),
+                    )?;
                 }
                 let record = ItemRecord {
                     key: item.key.clone(),
                     title: item.title.clone(),
                     description: item.description.clone(),
-                    attributes: item.attributes.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    attributes: item
+                        .attributes
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
                     vector_names: item.vectors.keys().cloned().collect(),
                     created_version,
                     updated_version: version,
@@ -108,7 +127,9 @@ impl Db {
         for key in keys_to_delete {
             validate_key("item", key, limits)?;
             if !seen.insert(*key) {
-                return Err(Error::DuplicateInBatch { key: key.to_string() });
+                return Err(Error::DuplicateInBatch {
+                    key: key.to_string(),
+                });
             }
         }
         self.write(|tx, _| {
@@ -117,13 +138,19 @@ impl Db {
             let mut effects = Effects::default();
             for key in keys_to_delete {
                 let Some(id) = tx.item_id(key)? else {
-                    return Err(Error::UnknownItem { key: key.to_string() }.into());
+                    return Err(Error::UnknownItem {
+                        key: key.to_string(),
+                    }
+                    .into());
                 };
                 let old = tx.item(id)?.ok_or_else(|| {
                     Error::corruption("item_keys", key.as_bytes(), "points to a missing item")
                 })?;
                 if !old.live {
-                    return Err(Error::DeletedItem { key: key.to_string() }.into());
+                    return Err(Error::DeletedItem {
+                        key: key.to_string(),
+                    }
+                    .into());
                 }
                 for name in &old.vector_names {
                     tx.remove(TreeId::Vectors, &keys::vector(id, name))?;
@@ -154,9 +181,16 @@ impl Db {
         self.inner.poison.check()?;
         // A read-only transaction gives one consistent snapshot of the record and its vectors.
         self.inner.store.transact(|tx| {
-            let Some(id) = tx.item_id(key)? else { return Ok(None) };
+            let Some(id) = tx.item_id(key)? else {
+                return Ok(None);
+            };
             let Some(rec) = tx.item(id)? else {
-                return Err(Error::corruption("item_keys", key.as_bytes(), "points to a missing item").into());
+                return Err(Error::corruption(
+                    "item_keys",
+                    key.as_bytes(),
+                    "points to a missing item",
+                )
+                .into());
             };
             if !rec.live {
                 return Ok(None);
@@ -168,12 +202,17 @@ impl Db {
             for name in &rec.vector_names {
                 let vkey = keys::vector(id, name);
                 let dim = tx.dim(name)?.ok_or_else(|| {
-                    Error::corruption("meta", &keys::dim(name), "vector name has no stored dimension")
+                    Error::corruption(
+                        "meta",
+                        &keys::dim(name),
+                        "vector name has no stored dimension",
+                    )
                 })?;
                 let bytes = tx.get(TreeId::Vectors, &vkey)?.ok_or_else(|| {
                     Error::corruption("vectors", &vkey, "item lists a vector that is missing")
                 })?;
-                item.vectors.insert(name.clone(), records::decode_vector(&vkey, &bytes, dim)?);
+                item.vectors
+                    .insert(name.clone(), records::decode_vector(&vkey, &bytes, dim)?);
             }
             Ok(Some(item))
         })

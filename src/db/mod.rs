@@ -19,7 +19,7 @@ mod validate;
 
 pub use check::CheckReport;
 pub use stats::Stats;
-pub(crate) use validate::validate_vector_name;
+pub(crate) use validate::{validate_interactions, validate_items, validate_vector_name};
 
 use std::sync::Arc;
 
@@ -96,6 +96,10 @@ impl Db {
     /// The path of the database directory.
     pub fn path(&self) -> &std::path::Path {
         &self.inner.config.path
+    }
+
+    pub(crate) fn limits(&self) -> &crate::config::Limits {
+        &self.inner.config.limits
     }
 
     fn flush_store(&self) -> Result<()> {

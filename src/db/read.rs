@@ -19,14 +19,15 @@ impl Db {
         validate_k(k, limits)?;
         validate_key("user", user, limits)?;
         self.inner.poison.check()?;
-        let (history_version, mut seen) = match self.inner.store.get(TreeId::Histories, user.as_bytes())? {
-            Some(bytes) => {
-                let rec = HistoryRecord::decode(user.as_bytes(), &bytes)?;
-                let ids: Vec<u64> = rec.entries.iter().map(|e| e.item_id).collect();
-                (rec.version, ids)
-            }
-            None => (0, Vec::new()),
-        };
+        let (history_version, mut seen) =
+            match self.inner.store.get(TreeId::Histories, user.as_bytes())? {
+                Some(bytes) => {
+                    let rec = HistoryRecord::decode(user.as_bytes(), &bytes)?;
+                    let ids: Vec<u64> = rec.entries.iter().map(|e| e.item_id).collect();
+                    (rec.version, ids)
+                }
+                None => (0, Vec::new()),
+            };
         seen.sort_unstable();
         let derived = self.inner.derived.read();
         let items = derived

@@ -60,7 +60,11 @@ impl Db {
     pub(super) fn counts(&self) -> Result<Counts> {
         match self.inner.store.get(TreeId::Meta, keys::META_COUNTS)? {
             Some(bytes) => Counts::decode(&bytes),
-            None => Err(Error::corruption("meta", keys::META_COUNTS, "missing counts record")),
+            None => Err(Error::corruption(
+                "meta",
+                keys::META_COUNTS,
+                "missing counts record",
+            )),
         }
     }
 }

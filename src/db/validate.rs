@@ -64,7 +64,11 @@ pub(crate) fn validate_items(items: &[Item], limits: &Limits) -> Result<()> {
         }
         let max = limits.max_text_bytes;
         text(format!("title of item {:?}", item.key), &item.title, max)?;
-        text(format!("description of item {:?}", item.key), &item.description, max)?;
+        text(
+            format!("description of item {:?}", item.key),
+            &item.description,
+            max,
+        )?;
         if item.attributes.len() > limits.max_attributes {
             return Err(Error::TooLong {
                 what: format!("attribute list of item {:?} (entries)", item.key),

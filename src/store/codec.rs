@@ -43,7 +43,10 @@ pub(crate) fn decode<T: Decode<()>, const LIMIT: usize>(
         return Err(Error::corruption(
             tree,
             key,
-            format!("record is {} bytes, over the limit of {LIMIT}", payload.len()),
+            format!(
+                "record is {} bytes, over the limit of {LIMIT}",
+                payload.len()
+            ),
         ));
     }
     let config = CONFIG.with_limit::<LIMIT>();
@@ -69,7 +72,10 @@ pub(crate) fn decode_u64(tree: &'static str, key: &[u8], bytes: &[u8], version: 
         _ => Err(Error::corruption(
             tree,
             key,
-            format!("expected 9 bytes [version {version}][u64 LE], found {} bytes", bytes.len()),
+            format!(
+                "expected 9 bytes [version {version}][u64 LE], found {} bytes",
+                bytes.len()
+            ),
         )),
     }
 }
@@ -102,7 +108,10 @@ mod tests {
         assert_eq!(decode::<Sample, 1024>("t", b"k", &bytes, 1).unwrap(), s);
 
         let err = decode::<Sample, 1024>("t", b"k", &bytes, 2).unwrap_err();
-        assert!(err.to_string().contains("unknown record version 1"), "{err}");
+        assert!(
+            err.to_string().contains("unknown record version 1"),
+            "{err}"
+        );
 
         let mut trailing = bytes.clone();
         trailing.push(0);

@@ -60,7 +60,10 @@ mod tests {
     #[test]
     fn header_round_trip_and_rejections() {
         let p = Path::new("/x");
-        assert_eq!(check_header(p, &encode_header(FORMAT_VERSION)).unwrap(), FORMAT_VERSION);
+        assert_eq!(
+            check_header(p, &encode_header(FORMAT_VERSION)).unwrap(),
+            FORMAT_VERSION
+        );
         let newer = encode_header(FORMAT_VERSION + 1);
         assert!(matches!(
             check_header(p, &newer),
@@ -68,7 +71,13 @@ mod tests {
         ));
         let mut bad = encode_header(1);
         bad[0] = b'X';
-        assert!(matches!(check_header(p, &bad), Err(Error::NotADatabase { .. })));
-        assert!(matches!(check_header(p, &bad[..3]), Err(Error::NotADatabase { .. })));
+        assert!(matches!(
+            check_header(p, &bad),
+            Err(Error::NotADatabase { .. })
+        ));
+        assert!(matches!(
+            check_header(p, &bad[..3]),
+            Err(Error::NotADatabase { .. })
+        ));
     }
 }

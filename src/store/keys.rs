@@ -36,7 +36,11 @@ pub(crate) fn vector(id: u64, name: &str) -> Vec<u8> {
 /// Splits a `vectors` key into (item id, vector name).
 pub(crate) fn parse_vector(key: &[u8]) -> Result<(u64, String)> {
     if key.len() <= 8 {
-        return Err(Error::corruption("vectors", key, "key shorter than id + name"));
+        return Err(Error::corruption(
+            "vectors",
+            key,
+            "key shorter than id + name",
+        ));
     }
     let id = parse_item_id("vectors", &key[..8])?;
     let name = std::str::from_utf8(&key[8..])

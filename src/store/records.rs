@@ -124,7 +124,11 @@ pub(crate) fn encode_dim(dim: usize) -> Vec<u8> {
 pub(crate) fn decode_dim(key: &[u8], bytes: &[u8]) -> Result<usize> {
     match bytes {
         [DIM_V1, a, b, c, d] => Ok(u32::from_le_bytes([*a, *b, *c, *d]) as usize),
-        _ => Err(Error::corruption("meta", key, "expected [1][u32 LE] dimension")),
+        _ => Err(Error::corruption(
+            "meta",
+            key,
+            "expected [1][u32 LE] dimension",
+        )),
     }
 }
 

@@ -59,7 +59,9 @@ impl<'a> Tx<'a> {
     pub(crate) fn counts(&self) -> TxResult<Counts> {
         match self.get(TreeId::Meta, keys::META_COUNTS)? {
             Some(bytes) => Ok(Counts::decode(&bytes)?),
-            None => Err(Error::corruption("meta", keys::META_COUNTS, "missing counts record").into()),
+            None => {
+                Err(Error::corruption("meta", keys::META_COUNTS, "missing counts record").into())
+            }
         }
     }
 

@@ -1,1 +1,127 @@
-fn main(){}
+//! The `convergedb` command-line tool: import data, inspect and check a database, ask for
+//! recommendations. Errors print as one line on stderr with a non-zero exit code.
+
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "convergedb",
+    version,
+    about = "An embedded database for LLM-based generative recommendation"
+)]
+struct Cli {
+    /// Database directory (created if missing, unless the command only reads).
+    #[arg(long, global = true, value_name = "DIR")]
+    db: Option<PathBuf>,
+    /// When writes reach the disk.
+    #[arg(long, global = true, value_enum, default_value_t = DurabilityArg::Buffered)]
+    durability: DurabilityArg,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DurabilityArg {
+    /// Background flush every 500 ms.
+    Buffered,
+    /// Flush before each write returns.
+    Sync,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Import items and interactions.
+    Import {
+        #[command(subcommand)]
+        what: ImportWhat,
+        /// Records per atomic batch.
+        #[arg(long, default_value_t = 20_000, global = true)]
+        batch_size: usize,
+        /// Print the import report as JSON.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Counts and settings.
+    Stats {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify every invariant; exits 1 when a problem is found.
+    Check {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A user's history, oldest first.
+    History {
+        /// The user's key.
+        user: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recommendations for a user.
+    Recommend {
+        /// The user's key.
+        user: String,
+        /// How many items.
+        #[arg(short, long, default_value_t = 10)]
+        k: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportWhat {
+    /// Items from a JSONL file (one item object per line).
+    Items {
+        /// The JSONL file.
+        file: PathBuf,
+    },
+    /// Interactions from a JSONL or CSV file (format from the extension unless --format).
+    Interactions {
+        /// The file.
+        file: PathBuf,
+        /// File format.
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+    },
+    /// MovieLens-100K from RecBole's atomic files (ml-100k.item, ml-100k.inter).
+    Movielens {
+        /// The ml-100k folder (recbole/dataset_example/ml-100k in the recbole wheel).
+        dir: PathBuf,
+    },
+    /// An LC-Rec/LETTER Amazon dataset (<Name>.inter.json, optional <Name>.item.json).
+    Amazon {
+        /// The folder holding the files.
+        dir: PathBuf,
+        /// The dataset name, e.g. Instruments.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Jsonl,
+    Csv,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match commands::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

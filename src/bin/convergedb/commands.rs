@@ -1,0 +1,193 @@
+//! One function per subcommand; each prints its result and returns the exit code.
+
+use std::process::ExitCode;
+
+use convergedb::import::{self, ImportOptions, ImportReport};
+use convergedb::{Config, Db, Durability};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::{Cli, Command, DurabilityArg, Format, ImportWhat};
+
+type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
+
+pub(crate) fn run(cli: Cli) -> CliResult {
+    let Some(path) = cli.db.clone() else {
+        return Err("missing --db DIR: name the database directory".into());
+    };
+    let durability = match cli.durability {
+        DurabilityArg::Buffered => Durability::default(),
+        DurabilityArg::Sync => Durability::Sync,
+    };
+    // Only `import` may create a database; the read commands must not leave an empty one behind.
+    let creates = matches!(cli.command, Command::Import { .. });
+    let db = Config::new(&path)
+        .durability(durability)
+        .create_if_missing(creates)
+        .open()?;
+    let code = match cli.command {
+        Command::Import {
+            what,
+            batch_size,
+            json,
+        } => import_cmd(&db, what, batch_size, json)?,
+        Command::Stats { json } => stats(&db, json)?,
+        Command::Check { json } => check(&db, json)?,
+        Command::History { user, json } => history(&db, &user, json)?,
+        Command::Recommend { user, k, json } => recommend(&db, &user, k, json)?,
+    };
+    db.close()?;
+    Ok(code)
+}
+
+fn import_cmd(db: &Db, what: ImportWhat, batch_size: usize, json: bool) -> CliResult {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:40}] {pos}/{len} records ({per_sec}, eta {eta})",
+        )
+        .map_err(|e| e.to_string())?
+        .progress_chars("=> "),
+    );
+    bar.set_message("importing");
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    let progress = |done: u64, total: u64| {
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let opts = ImportOptions {
+        batch_size,
+        progress: Some(&progress),
+    };
+    let report = match what {
+        ImportWhat::Items { file } => import::items_jsonl(db, &file, &opts),
+        ImportWhat::Interactions { file, format } => {
+            let csv = match format {
+                Some(Format::Csv) => true,
+                Some(Format::Jsonl) => false,
+                None => file
+                    .extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("csv")),
+            };
+            if csv {
+                import::interactions_csv(db, &file, &opts)
+            } else {
+                import::interactions_jsonl(db, &file, &opts)
+            }
+        }
+        ImportWhat::Movielens { dir } => import::movielens(db, &dir, &opts),
+        ImportWhat::Amazon { dir, name } => import::amazon(db, &dir, &name, &opts),
+    };
+    bar.finish_and_clear();
+    let report = report?;
+    db.flush()?;
+    print_import(&report, json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_import(report: &ImportReport, json: bool) -> Result<(), Box<dyn std::error::Error>> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    let secs = report.elapsed.as_secs_f64();
+    let rate = report.interactions as f64 / secs.max(1e-9);
+    println!(
+        "imported {} items and {} interactions in {:.3} s ({:.0} interactions/s)",
+        report.items, report.interactions, secs, rate
+    );
+    for note in &report.notes {
+        println!("note: {note}");
+    }
+    Ok(())
+}
+
+fn stats(db: &Db, json: bool) -> CliResult {
+    let s = db.stats()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        println!("items:         {} ({} deleted)", s.items, s.deleted_items);
+        println!("users:         {}", s.users);
+        println!(
+            "interactions:  {} retained, {} recorded",
+            s.interactions, s.interactions_recorded
+        );
+        println!("vectors:       {:?}", s.vector_dims);
+        println!("kinds:         {:?}", s.kinds);
+        println!("disk:          {} bytes", s.disk_bytes);
+        println!("format:        v{}", s.format_version);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(db: &Db, json: bool) -> CliResult {
+    let report = db.check()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if report.is_clean() {
+        println!(
+            "ok: {} items, {} users, {} interactions checked, no problem found",
+            report.items, report.users, report.interactions
+        );
+    } else {
+        for p in &report.problems {
+            println!("problem: {p}");
+        }
+        eprintln!("error: check found {} problem(s)", report.problems.len());
+    }
+    Ok(if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn history(db: &Db, user: &str, json: bool) -> CliResult {
+    let h = db.history(user)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&h)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "user {} (history version {}, {} recorded)",
+        h.user, h.version, h.recorded
+    );
+    for e in &h.entries {
+        let kind = e.kind.as_deref().unwrap_or("-");
+        let dead = if e.live { "" } else { " (deleted)" };
+        println!(
+            "{:>12}  {:<10} {:>6.2}  {}{}",
+            e.timestamp, kind, e.weight, e.item, dead
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn recommend(db: &Db, user: &str, k: usize, json: bool) -> CliResult {
+    let started = std::time::Instant::now();
+    let r = db.recommend(user, k)?;
+    let took = started.elapsed();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "user {} — source {:?}, history version {}, {} items in {:.1} us",
+        r.user,
+        r.source,
+        r.history_version,
+        r.items.len(),
+        took.as_secs_f64() * 1e6
+    );
+    for (rank, item) in r.items.iter().enumerate() {
+        let title = db.get_item(&item.key)?.map(|i| i.title).unwrap_or_default();
+        println!(
+            "{:>3}. {:<8} {:<50} score {}",
+            rank + 1,
+            item.key,
+            title,
+            item.score
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
