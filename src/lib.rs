@@ -23,6 +23,9 @@ mod config;
 mod db;
 mod derived;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod import;
 mod interaction;
 mod item;

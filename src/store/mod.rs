@@ -16,6 +16,12 @@ pub(crate) mod records;
 mod tx;
 
 pub(crate) use header::FORMAT_VERSION;
+
+/// Validates schema-header bytes (for the decode fuzz target).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn check_header_bytes(bytes: &[u8]) -> Result<u32> {
+    header::check_header(std::path::Path::new("(fuzz)"), bytes)
+}
 pub(crate) use open::open_store;
 pub(crate) use tx::{Tx, TxFail, TxResult};
 

@@ -65,12 +65,7 @@ fn check_directory(path: &Path, create_if_missing: bool) -> Result<()> {
             reason: "it is a file, not a directory".into(),
         });
     }
-    let mut empty = true;
-    for entry in std::fs::read_dir(path).map_err(io)? {
-        let _ = entry.map_err(io)?;
-        empty = false;
-        break;
-    }
+    let empty = std::fs::read_dir(path).map_err(io)?.next().is_none();
     if empty {
         if create_if_missing {
             return Ok(());

@@ -172,3 +172,59 @@ pub(crate) fn decode_item_pointer(key: &[u8], bytes: &[u8]) -> Result<u64> {
         .map_err(|_| Error::corruption("item_keys", key, "expected an 8-byte item id"))?;
     Ok(u64::from_be_bytes(arr))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any bytes: every decoder returns Ok or Err; none panics or allocates without bound.
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = ItemRecord::decode(b"k", &bytes);
+            let _ = HistoryRecord::decode(b"k", &bytes);
+            let _ = Counts::decode(&bytes);
+            let _ = decode_kinds(&bytes);
+            let _ = decode_dim(b"k", &bytes);
+            let _ = decode_popular(b"k", &bytes);
+            let _ = decode_item_pointer(b"k", &bytes);
+            let _ = decode_vector(b"k", &bytes, bytes.len() / 4);
+        }
+
+        /// Every record round-trips, and every strict prefix of it is rejected.
+        #[test]
+        fn history_round_trip_and_truncation(entries in proptest::collection::vec((any::<u64>(), any::<i64>(), 0u32..10, any::<f32>()), 0..40)) {
+            let rec = HistoryRecord {
+                version: 3,
+                recorded: entries.len() as u64,
+                entries: entries.iter().map(|&(item_id, timestamp, kind, weight)| EntryRecord { item_id, timestamp, kind, weight }).collect(),
+            };
+            let bytes = rec.encode();
+            let back = HistoryRecord::decode(b"k", &bytes).unwrap();
+            prop_assert_eq!(back.entries.len(), rec.entries.len());
+            prop_assert_eq!(back.encode(), bytes.clone());
+            for cut in 0..bytes.len() {
+                prop_assert!(HistoryRecord::decode(b"k", &bytes[..cut]).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn item_record_round_trip() {
+        let rec = ItemRecord {
+            key: "k".into(),
+            title: "t".into(),
+            description: "d".into(),
+            attributes: vec![("a".into(), "b".into())],
+            vector_names: vec!["v".into()],
+            created_version: 1,
+            updated_version: 2,
+            live: true,
+        };
+        assert_eq!(ItemRecord::decode(b"k", &rec.encode()).unwrap(), rec);
+        let v = encode_vector(&[1.0, -2.5]);
+        assert_eq!(decode_vector(b"k", &v, 2).unwrap(), vec![1.0, -2.5]);
+        assert!(decode_vector(b"k", &v, 3).is_err());
+    }
+}

@@ -1,0 +1,8 @@
+//! Arbitrary bytes into every on-disk record decoder: errors only, no panic, bounded allocation.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    convergedb::fuzzing::decode_records(data);
+});
