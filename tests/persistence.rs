@@ -25,16 +25,22 @@ fn populate(db: &Db) {
             .title("Heat")
             .vector("emb", vec![1.0, -2.0, 3.0, f32::MIN_POSITIVE]),
         Item::new("m3").title("Casino").attribute("year", "1995"),
-        Item::new("m4").title("Ünïcödé ✓").description("multi\nline"),
+        Item::new("m4")
+            .title("Ünïcödé ✓")
+            .description("multi\nline"),
         Item::new("m5").vector("img", vec![0.0, -0.0]),
         Item::new("gone").title("to be deleted"),
     ])
     .expect("put items");
     db.record_interactions(&[
         Interaction::new("alice", "m1", 100).kind("view"),
-        Interaction::new("alice", "m2", 50).kind("rating").weight(4.5),
+        Interaction::new("alice", "m2", 50)
+            .kind("rating")
+            .weight(4.5),
         Interaction::new("bob", "m1", 10),
-        Interaction::new("bob", "gone", 11).kind("click").weight(0.25),
+        Interaction::new("bob", "gone", 11)
+            .kind("click")
+            .weight(0.25),
         Interaction::new("carol", "m3", -5).kind("view"),
     ])
     .expect("record interactions");

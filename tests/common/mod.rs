@@ -134,13 +134,18 @@ pub fn with_raw_tree<T>(dir: &Path, tree: &str, f: impl FnOnce(&sled::Tree) -> T
 pub fn overwrite_raw(dir: &Path, tree: &str, key: &[u8], value: &[u8]) {
     with_raw_tree(dir, tree, |t| {
         let old = t.insert(key, value).expect("raw insert");
-        assert!(old.is_some(), "tree {tree:?} had no key {key:?} to overwrite");
+        assert!(
+            old.is_some(),
+            "tree {tree:?} had no key {key:?} to overwrite"
+        );
     });
 }
 
 /// Reads `tree[key]` through raw sled.
 pub fn read_raw(dir: &Path, tree: &str, key: &[u8]) -> Option<Vec<u8>> {
-    with_raw_tree(dir, tree, |t| t.get(key).expect("raw get").map(|v| v.to_vec()))
+    with_raw_tree(dir, tree, |t| {
+        t.get(key).expect("raw get").map(|v| v.to_vec())
+    })
 }
 
 /// A small catalog item with text, an attribute and one vector of dimension 4.
