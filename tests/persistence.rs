@@ -217,3 +217,33 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+#[test]
+fn close_and_reopen_at_once_many_times_from_several_threads() {
+    // sled releases the file lock of a closed handle asynchronously; reopening right after
+    // close() must still work (open waits for the lock), and every cycle sees the last one's
+    // writes.
+    let workers: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let dir = tempdir();
+                for i in 0..40u64 {
+                    let db = Config::new(dir.path())
+                        .open()
+                        .unwrap_or_else(|e| panic!("thread {t}, reopen {i}: {e}"));
+                    assert_eq!(content(&db).items, i, "thread {t}, reopen {i}");
+                    db.put_items(&[Item::new(format!("k{i}"))]).unwrap();
+                    db.record_interactions(&[Interaction::new("u", format!("k{i}"), i as i64)])
+                        .unwrap();
+                    db.close().unwrap();
+                }
+                let db = Config::new(dir.path()).open().unwrap();
+                assert_eq!(db.history("u").unwrap().entries.len(), 40);
+                assert_clean(&db);
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("worker thread");
+    }
+}
