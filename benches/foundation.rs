@@ -68,6 +68,38 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     report.insert("import".into(), json!(imports));
 
+    // 1b. Streaming writes: one interaction per call, Buffered vs Sync, on an imported ML-100K.
+    let stream_dir = work.path().join("ml-sync-0");
+    let mut streaming = Vec::new();
+    println!("streaming writes (one interaction per record_interactions call, 2,000 calls):");
+    for (label, durability) in [
+        ("buffered", Durability::default()),
+        ("sync", Durability::Sync),
+    ] {
+        let db = Config::new(&stream_dir).durability(durability).open()?;
+        let calls = 2_000u64;
+        let started = Instant::now();
+        for i in 0..calls {
+            let user = (i * 7 % 943 + 1).to_string();
+            let item = (i * 13 % 1682 + 1).to_string();
+            db.record_interactions(&[convergedb::Interaction::new(
+                user,
+                item,
+                900_000_000 + i as i64,
+            )])?;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        db.close()?;
+        let rate = calls as f64 / secs;
+        println!(
+            "  {label:<9} {rate:>10.0} calls/s   {:>8.1} us/call",
+            1e6 / rate
+        );
+        streaming
+            .push(json!({"durability": label, "calls_per_s": rate, "us_per_call": 1e6 / rate}));
+    }
+    report.insert("streaming".into(), json!(streaming));
+
     // 2. Bytes on disk per interaction (ML-100K, Buffered, after flush and close).
     let db_dir = work.path().join("ml-buffered-0");
     let (apparent, allocated) = dir_size(&db_dir)?;

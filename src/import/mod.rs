@@ -27,7 +27,7 @@ pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
 
 /// How to run an import.
 pub struct ImportOptions<'a> {
-    /// Records per atomic batch (default 20,000).
+    /// Records per atomic batch (default 100,000).
     pub batch_size: usize,
     /// Called after each batch.
     pub progress: Option<Progress<'a>>,
@@ -36,7 +36,7 @@ pub struct ImportOptions<'a> {
 impl Default for ImportOptions<'_> {
     fn default() -> Self {
         ImportOptions {
-            batch_size: 20_000,
+            batch_size: 100_000,
             progress: None,
         }
     }

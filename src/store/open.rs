@@ -25,7 +25,7 @@ pub(crate) fn open_store(config: &Config) -> Result<Store> {
         Durability::Sync => sled_config.flush_every_ms(None),
     };
     // sled can panic on some damaged files; a damaged file must be an error, never a crash.
-    let db = match catch_unwind(AssertUnwindSafe(|| sled_config.open())) {
+    let db = match catch_unwind(AssertUnwindSafe(|| open_waiting_for_lock(&sled_config))) {
         Ok(Ok(db)) => db,
         Ok(Err(e)) => return Err(Error::Storage(e)),
         Err(_) => {
@@ -43,6 +43,28 @@ pub(crate) fn open_store(config: &Config) -> Result<Store> {
     let store = Store { db, trees };
     init_or_check_header(&store, path)?;
     Ok(store)
+}
+
+/// How long `open` waits for the file lock of a handle that was just closed in this process.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens sled, retrying while its file lock is still held. sled 0.34 releases the lock of a
+/// dropped `Db` asynchronously (its I/O threads hold the file a little longer), so closing a
+/// database and reopening it at once can fail with "could not acquire lock" (spacejam/sled#1234).
+/// A lock held by a live handle still fails, after `LOCK_WAIT`.
+fn open_waiting_for_lock(sled_config: &sled::Config) -> sled::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match sled_config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn check_directory(path: &Path, create_if_missing: bool) -> Result<()> {

@@ -123,11 +123,29 @@ pub fn history_keys(h: &History) -> Vec<&str> {
 /// Opens the database files with sled directly (the convergedb handle must be closed), runs
 /// `f` on the named tree, and flushes.
 pub fn with_raw_tree<T>(dir: &Path, tree: &str, f: impl FnOnce(&sled::Tree) -> T) -> T {
-    let raw = sled::open(dir).expect("sled::open on the database directory");
+    let raw = raw_open(dir);
     let t = raw.open_tree(tree).expect("open tree");
     let out = f(&t);
     raw.flush().expect("flush raw sled");
     out
+}
+
+/// `sled::open` on `dir`. sled releases the file lock of a just-dropped handle asynchronously
+/// (spacejam/sled#1234), so a lock error is retried for a bounded while.
+pub fn raw_open(dir: &Path) -> sled::Db {
+    let mut attempts = 0;
+    loop {
+        match sled::open(dir) {
+            Ok(db) => return db,
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock") && attempts < 400 =>
+            {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => panic!("sled::open({}): {e}", dir.display()),
+        }
+    }
 }
 
 /// Overwrites `tree[key]` with `value` through raw sled; panics if the key did not exist.

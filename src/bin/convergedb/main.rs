@@ -40,7 +40,7 @@ enum Command {
         #[command(subcommand)]
         what: ImportWhat,
         /// Records per atomic batch.
-        #[arg(long, default_value_t = 20_000, global = true)]
+        #[arg(long, default_value_t = 100_000, global = true)]
         batch_size: usize,
         /// Print the import report as JSON.
         #[arg(long, global = true)]
