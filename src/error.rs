@@ -113,7 +113,27 @@ pub enum Error {
         reason: String,
     },
 
+    /// An import failed part-way: the batches before the failing one are committed.
+    /// `source` is the error of the failing batch. Fix the input and re-run: re-importing the
+    /// same items replaces them, but interactions of the committed batches would be recorded twice,
+    /// so import the remaining records only.
+    #[error("import stopped after {committed} of {total} records were committed: {source}")]
+    ImportPartial {
+        /// Records committed before the failure.
+        committed: u64,
+        /// Records in the import.
+        total: u64,
+        /// Why the failing batch was rejected.
+        source: Box<Error>,
+    },
+
     // ---- the database files ----
+    /// Another handle (in this or another process) holds the database's file lock. Close it first.
+    #[error("{path} is in use: another process (or an open handle) holds its lock")]
+    InUse {
+        /// The database directory.
+        path: PathBuf,
+    },
     /// The path exists but is not a convergedb database. Point at another directory or an empty one.
     #[error("{path} is not a convergedb database: {reason}")]
     NotADatabase {

@@ -182,9 +182,11 @@ fn dropping_every_clone_without_close_keeps_the_data() {
 }
 
 #[test]
-fn sync_writes_are_on_disk_before_the_handle_closes() {
-    // A copy of the directory taken while the handle is still open is what a crash right after
-    // the write would leave behind: with Durability::Sync it must hold every returned write.
+fn a_crash_image_taken_after_sync_writes_recovers_them() {
+    // A copy of the directory taken while the handle is still open is what a process crash
+    // right after the writes would leave behind: with Durability::Sync it must recover every
+    // write that returned, and recover to a consistent database. (A copy reads through the OS
+    // cache, so this checks what a process crash leaves, not that the fsync happened.)
     let dir = tempdir();
     let db = Config::new(dir.path())
         .durability(Durability::Sync)

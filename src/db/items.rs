@@ -179,43 +179,63 @@ impl Db {
     pub fn get_item(&self, key: &str) -> Result<Option<Item>> {
         validate_key("item", key, &self.inner.config.limits)?;
         self.inner.poison.check()?;
-        // A read-only transaction gives one consistent snapshot of the record and its vectors.
-        self.inner.store.transact(|tx| {
-            let Some(id) = tx.item_id(key)? else {
-                return Ok(None);
-            };
-            let Some(rec) = tx.item(id)? else {
+        let store = &self.inner.store;
+        let Some(ptr) = store.get(TreeId::ItemKeys, key.as_bytes())? else {
+            return Ok(None);
+        };
+        let id = records::decode_item_pointer(key.as_bytes(), &ptr)?;
+        let rkey = keys::item_id(id);
+        // Optimistic snapshot without a sled transaction (which would take sled's process-wide
+        // lock): read the record, then its vectors, then confirm the record did not change in
+        // between. Every write to an item rewrites its record with a new `updated_version`.
+        loop {
+            let Some(bytes) = store.get(TreeId::Items, &rkey)? else {
                 return Err(Error::corruption(
                     "item_keys",
                     key.as_bytes(),
                     "points to a missing item",
-                )
-                .into());
+                ));
             };
+            let rec = ItemRecord::decode(&rkey, &bytes)?;
             if !rec.live {
                 return Ok(None);
             }
-            let mut item = Item::new(rec.key.clone())
-                .title(rec.title.clone())
-                .description(rec.description.clone());
-            item.attributes = rec.attributes.iter().cloned().collect();
+            let mut vectors = std::collections::BTreeMap::new();
+            let mut torn = false;
             for name in &rec.vector_names {
                 let vkey = keys::vector(id, name);
-                let dim = tx.dim(name)?.ok_or_else(|| {
-                    Error::corruption(
-                        "meta",
-                        &keys::dim(name),
-                        "vector name has no stored dimension",
-                    )
-                })?;
-                let bytes = tx.get(TreeId::Vectors, &vkey)?.ok_or_else(|| {
-                    Error::corruption("vectors", &vkey, "item lists a vector that is missing")
-                })?;
-                item.vectors
-                    .insert(name.clone(), records::decode_vector(&vkey, &bytes, dim)?);
+                let dim = self.inner.derived.read().dims.get(name).copied();
+                match (store.get(TreeId::Vectors, &vkey)?, dim) {
+                    (Some(v), Some(dim)) => {
+                        vectors.insert(name.clone(), records::decode_vector(&vkey, &v, dim)?);
+                    }
+                    _ => {
+                        torn = true;
+                        break;
+                    }
+                }
             }
-            Ok(Some(item))
-        })
+            let unchanged = store
+                .get(TreeId::Items, &rkey)?
+                .is_some_and(|again| again == bytes);
+            if !unchanged {
+                continue;
+            }
+            if torn {
+                return Err(Error::corruption(
+                    "vectors",
+                    &rkey,
+                    "the item lists a vector that is missing",
+                ));
+            }
+            return Ok(Some(Item {
+                key: rec.key,
+                title: rec.title,
+                description: rec.description,
+                attributes: rec.attributes.into_iter().collect(),
+                vectors,
+            }));
+        }
     }
 
     /// Looks up several items at once; `None` where absent or deleted.

@@ -98,6 +98,11 @@ impl Db {
         &self.inner.config.path
     }
 
+    /// The fixed dimension of every vector name stored so far.
+    pub fn vector_dims(&self) -> std::collections::HashMap<String, usize> {
+        self.inner.derived.read().dims.clone()
+    }
+
     pub(crate) fn limits(&self) -> &crate::config::Limits {
         &self.inner.config.limits
     }

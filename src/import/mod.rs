@@ -126,11 +126,10 @@ pub(crate) fn write_all(
             p(done, total);
         }
     };
-    let partial = |e: Error, done: u64| match e {
-        Error::Storage(_) | Error::Poisoned(_) => e,
-        other => Error::InvalidArgument(format!(
-            "import stopped after {done} of {total} records were committed: {other}"
-        )),
+    let partial = |e: Error, done: u64| Error::ImportPartial {
+        committed: done,
+        total,
+        source: Box::new(e),
     };
     for chunk in items.chunks(batch) {
         db.put_items(chunk).map_err(|e| partial(e, done))?;
@@ -151,12 +150,26 @@ pub(crate) fn write_all(
     })
 }
 
-/// Validates items one by one so an error names its line; also rejects a key given twice.
+/// Validates items one by one so an error names its line; also rejects a key given twice and a
+/// vector whose dimension differs from the database's or from an earlier line's.
 pub(crate) fn check_items(db: &Db, path: &Path, items: &[Item], lines: &[u64]) -> Result<()> {
     let mut first_line = std::collections::HashMap::new();
+    let mut dims = db.vector_dims();
     for (item, line) in items.iter().zip(lines) {
         crate::db::validate_items(std::slice::from_ref(item), db.limits())
             .map_err(|e| line_error(path, *line, e.to_string()))?;
+        for (name, values) in &item.vectors {
+            let expected = *dims.entry(name.clone()).or_insert(values.len());
+            if expected != values.len() {
+                let e = Error::VectorDimension {
+                    item: item.key.clone(),
+                    name: name.clone(),
+                    expected,
+                    got: values.len(),
+                };
+                return Err(line_error(path, *line, e.to_string()));
+            }
+        }
         if let Some(first) = first_line.insert(item.key.as_str(), *line) {
             return Err(line_error(
                 path,

@@ -27,6 +27,11 @@ pub(crate) fn open_store(config: &Config) -> Result<Store> {
     // sled can panic on some damaged files; a damaged file must be an error, never a crash.
     let db = match catch_unwind(AssertUnwindSafe(|| open_waiting_for_lock(&sled_config))) {
         Ok(Ok(db)) => db,
+        Ok(Err(sled::Error::Io(e))) if e.to_string().contains("could not acquire lock") => {
+            return Err(Error::InUse {
+                path: path.to_path_buf(),
+            })
+        }
         Ok(Err(e)) => return Err(Error::Storage(e)),
         Err(_) => {
             return Err(Error::corruption(

@@ -1,0 +1,216 @@
+//! Goal: the `convergedb` binary imports, reports, checks and recommends, and fails cleanly:
+//! a non-zero exit, one `error:` line on stderr, and no side effect. Method: run the built
+//! binary (CARGO_BIN_EXE_convergedb) on a temporary database: import a small JSONL item file
+//! and a CSV interaction file, parse `stats --json` and `recommend --json` with serde_json,
+//! read `history` and `check`, then run the error cases and inspect exit code, stderr and the
+//! file system.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::tempdir;
+use serde_json::Value;
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_convergedb"))
+        .args(args)
+        .output()
+        .expect("run the convergedb binary")
+}
+
+fn db_cli(db: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["--db", db.to_str().unwrap()];
+    all.extend_from_slice(args);
+    cli(&all)
+}
+
+#[track_caller]
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// Asserts a failed run: non-zero exit and exactly one stderr line, starting with "error:".
+#[track_caller]
+fn failed(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "expected a failure, got {:?}",
+        out.status
+    );
+    let stderr = String::from_utf8(out.stderr.clone()).unwrap();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "stderr must be one line: {stderr:?}");
+    assert!(lines[0].starts_with("error:"), "{stderr:?}");
+    lines[0].to_string()
+}
+
+/// A database with items i1..i4 and interactions of alice (i1, i2) and bob (i1, i3).
+fn imported(dir: &Path) -> std::path::PathBuf {
+    let items = dir.join("items.jsonl");
+    std::fs::write(
+        &items,
+        r#"{"key": "i1", "title": "First", "vectors": {"emb": [1, 0]}}
+{"key": "i2", "title": "Second"}
+{"key": "i3", "title": "Third"}
+{"key": "i4", "title": "Fourth"}
+"#,
+    )
+    .unwrap();
+    let events = dir.join("events.csv");
+    std::fs::write(
+        &events,
+        "user,item,timestamp,kind,weight\nalice,i2,20,view,1\nalice,i1,10,buy,2.5\nbob,i1,5,,\nbob,i3,6,view,\n",
+    )
+    .unwrap();
+    let db = dir.join("db");
+    let out = db_cli(&db, &["import", "items", items.to_str().unwrap()]);
+    assert!(ok(&out).contains("imported 4 items"));
+    let out = db_cli(
+        &db,
+        &["import", "interactions", events.to_str().unwrap(), "--json"],
+    );
+    let report: Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(report["interactions"], 4);
+    db
+}
+
+#[test]
+fn import_stats_check_recommend_history() {
+    let dir = tempdir();
+    let db = imported(dir.path());
+
+    let stats: Value = serde_json::from_str(&ok(&db_cli(&db, &["stats", "--json"]))).unwrap();
+    assert_eq!(stats["items"], 4);
+    assert_eq!(stats["users"], 2);
+    assert_eq!(stats["interactions"], 4);
+    assert_eq!(stats["vector_dims"]["emb"], 2);
+    assert_eq!(stats["kinds"], serde_json::json!(["view", "buy"]));
+    assert_eq!(stats["format_version"], convergedb::FORMAT_VERSION);
+    let text = ok(&db_cli(&db, &["stats"]));
+    assert!(text.contains("users:         2"), "{text}");
+
+    let out = db_cli(&db, &["check"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(ok(&out).starts_with("ok: 4 items, 2 users, 4 interactions"));
+    let report: Value = serde_json::from_str(&ok(&db_cli(&db, &["check", "--json"]))).unwrap();
+    assert_eq!(report["problems"], serde_json::json!([]));
+
+    // alice saw i1 and i2: i3 (1 interaction) then i4 (0).
+    let rec: Value = serde_json::from_str(&ok(&db_cli(
+        &db,
+        &["recommend", "alice", "-k", "2", "--json"],
+    )))
+    .unwrap();
+    let items = rec["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["key"], "i3");
+    assert_eq!(items[1]["key"], "i4");
+    assert_eq!(rec["source"], "popularity");
+    let text = ok(&db_cli(&db, &["recommend", "alice", "-k", "1"]));
+    assert!(
+        text.contains("Third"),
+        "the text output shows the title: {text}"
+    );
+
+    let text = ok(&db_cli(&db, &["history", "alice"]));
+    let i1 = text.find("i1").expect("i1 in the history");
+    let i2 = text.find("i2").expect("i2 in the history");
+    assert!(i1 < i2, "oldest first: {text}");
+    assert!(text.contains("buy"), "{text}");
+    let h: Value = serde_json::from_str(&ok(&db_cli(&db, &["history", "bob", "--json"]))).unwrap();
+    let entries = h["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0]["item"], "i1");
+    assert_eq!(entries[1]["kind"], "view");
+
+    // The CLI's database opens in the library and is clean.
+    let lib = common::open(&db);
+    assert_eq!(lib.stats().unwrap().interactions, 4);
+    common::assert_clean(&lib);
+}
+
+#[test]
+fn missing_db_flag() {
+    let out = cli(&["stats"]);
+    let line = failed(&out);
+    assert!(line.contains("--db"), "{line}");
+}
+
+#[test]
+fn read_commands_on_a_missing_directory_fail_without_creating_it() {
+    let dir = tempdir();
+    let missing = dir.path().join("no-db-here");
+    for args in [
+        vec!["stats"],
+        vec!["check"],
+        vec!["history", "u"],
+        vec!["recommend", "u"],
+    ] {
+        let line = failed(&db_cli(&missing, &args));
+        assert!(
+            line.contains("not a convergedb database"),
+            "{args:?}: {line}"
+        );
+        assert!(!missing.exists(), "{args:?} created the directory");
+    }
+    // An empty directory is not turned into a database by a read command either.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    failed(&db_cli(&empty, &["stats"]));
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+}
+
+#[test]
+fn bad_arguments_and_unknown_things() {
+    let dir = tempdir();
+    let db = imported(dir.path());
+    let line = failed(&db_cli(&db, &["recommend", "u", "-k", "0"]));
+    assert!(line.contains("k = 0"), "{line}");
+    assert!(line.contains("between 1 and"), "{line}");
+
+    let line = failed(&db_cli(&db, &["history", "mallory"]));
+    assert!(line.contains("unknown user \"mallory\""), "{line}");
+
+    // A bad import file names the file and the line and writes nothing.
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "user,item,timestamp\ncarol,i1,1\ncarol,ghost,2\n").unwrap();
+    let line = failed(&db_cli(
+        &db,
+        &["import", "interactions", bad.to_str().unwrap()],
+    ));
+    assert!(line.contains("bad.csv:3:"), "{line}");
+    assert!(line.contains("ghost"), "{line}");
+    let stats: Value = serde_json::from_str(&ok(&db_cli(&db, &["stats", "--json"]))).unwrap();
+    assert_eq!(stats["users"], 2);
+    assert_eq!(stats["interactions"], 4);
+}
+
+#[test]
+fn check_exits_non_zero_on_a_damaged_database() {
+    let dir = tempdir();
+    let db = imported(dir.path());
+    common::overwrite_raw(&db, "histories", b"bob", b"\x01\xff\xff");
+    let out = db_cli(&db, &["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("problem:") && stdout.contains("\"bob\""),
+        "{stdout}"
+    );
+    let line = failed(&out);
+    assert!(line.contains("problem"), "{line}");
+    let line = failed(&db_cli(&db, &["history", "bob"]));
+    assert!(
+        line.contains("corrupt") && line.contains("histories"),
+        "{line}"
+    );
+}
