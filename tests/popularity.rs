@@ -276,3 +276,42 @@ fn empty_catalog_gives_an_empty_list() {
     assert!(rec.items.is_empty());
     assert_eq!(rec.source, Source::Popularity);
 }
+
+#[test]
+fn long_and_short_histories_exclude_exactly_their_items() {
+    // The read path scans short histories in place and sorts long ones (over 256 entries):
+    // both must exclude exactly the user's items.
+    let (_dir, db) = fresh();
+    let items: Vec<Item> = (0..400).map(|i| Item::new(format!("i{i:03}"))).collect();
+    db.put_items(&items).unwrap();
+    // Popularity: i000 has the most interactions, then i001, ... (from "crowd" users).
+    let mut crowd = Vec::new();
+    for i in 0..400usize {
+        for c in 0..(400 - i) / 40 + 1 {
+            crowd.push(Interaction::new(format!("crowd{c}"), format!("i{i:03}"), i as i64));
+        }
+    }
+    db.record_interactions(&crowd).unwrap();
+    let all = scores(&db, "nobody", 400);
+    assert_eq!(all.len(), 400);
+    for (len, user) in [(10usize, "short"), (300, "long")] {
+        // The user saw every other item of the top 2 * len.
+        let seen: Vec<String> = all.iter().step_by(2).take(len).map(|(k, _)| k.clone()).collect();
+        let events: Vec<Interaction> = seen
+            .iter()
+            .enumerate()
+            .map(|(t, k)| Interaction::new(user, k.clone(), t as i64))
+            .collect();
+        db.record_interactions(&events).unwrap();
+        let got = db.recommend(user, 50).unwrap();
+        let counts = scores(&db, "nobody", 400);
+        let expected: Vec<String> = counts
+            .iter()
+            .map(|(k, _)| k.clone())
+            .filter(|k| !seen.contains(k))
+            .take(50)
+            .collect();
+        assert_eq!(keys(&got), expected, "user with {len} history items");
+    }
+    assert_clean(&db);
+}

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use super::validate::{validate_interactions, validate_key};
 use super::Db;
 use crate::derived::{Derived, Effects};
-use crate::store::records::{self, EntryRecord, HistoryRecord};
+use crate::store::records::{self, EntryRecord, HistoryRecord, HistoryView};
 use crate::store::{keys, TreeId, Tx, TxResult};
 use crate::{Error, History, HistoryEntry, Interaction, Result};
 
@@ -112,10 +112,10 @@ impl Db {
                 key: user.to_string(),
             });
         };
-        let rec = HistoryRecord::decode(user.as_bytes(), &bytes)?;
+        let rec = HistoryView::parse(user.as_bytes(), &bytes)?;
         let derived = self.inner.derived.read();
-        let mut entries = Vec::with_capacity(rec.entries.len());
-        for e in &rec.entries {
+        let mut entries = Vec::with_capacity(rec.len());
+        for e in (0..rec.len()).map(|i| rec.entry(i)) {
             let meta = derived.catalog.get(e.item_id).ok_or_else(|| {
                 Error::corruption(
                     "histories",
@@ -137,8 +137,8 @@ impl Db {
         }
         Ok(History {
             user: user.to_string(),
-            version: rec.version,
-            recorded: rec.recorded,
+            version: rec.version(),
+            recorded: rec.recorded(),
             entries,
         })
     }

@@ -5,9 +5,12 @@
 
 use super::validate::{validate_k, validate_key};
 use super::Db;
-use crate::store::records::HistoryRecord;
+use crate::store::records::HistoryView;
 use crate::store::TreeId;
 use crate::{Recommendation, Result, ScoredItem, Source};
+
+/// Histories up to this length are scanned linearly for exclusion; longer ones are sorted.
+const SCAN_LIMIT: usize = 256;
 
 impl Db {
     /// Up to `k` items for `user`, best first, excluding items already in the user's history.
@@ -19,20 +22,27 @@ impl Db {
         validate_k(k, limits)?;
         validate_key("user", user, limits)?;
         self.inner.poison.check()?;
-        let (history_version, mut seen) =
-            match self.inner.store.get(TreeId::Histories, user.as_bytes())? {
-                Some(bytes) => {
-                    let rec = HistoryRecord::decode(user.as_bytes(), &bytes)?;
-                    let ids: Vec<u64> = rec.entries.iter().map(|e| e.item_id).collect();
-                    (rec.version, ids)
-                }
-                None => (0, Vec::new()),
-            };
-        seen.sort_unstable();
+        let bytes = self.inner.store.get(TreeId::Histories, user.as_bytes())?;
+        let history = match &bytes {
+            Some(b) => Some(HistoryView::parse(user.as_bytes(), b)?),
+            None => None,
+        };
+        let history_version = history.as_ref().map_or(0, HistoryView::version);
+        // Short histories are scanned in place; long ones are sorted once for binary search.
+        let sorted: Option<Vec<u64>> = history.as_ref().filter(|h| h.len() > SCAN_LIMIT).map(|h| {
+            let mut ids: Vec<u64> = (0..h.len()).map(|i| h.entry(i).item_id).collect();
+            ids.sort_unstable();
+            ids
+        });
+        let seen = |id: u64| match (&sorted, &history) {
+            (Some(ids), _) => ids.binary_search(&id).is_ok(),
+            (None, Some(h)) => h.contains(id),
+            (None, None) => false,
+        };
         let derived = self.inner.derived.read();
         let items = derived
             .popularity
-            .top(k, |id| seen.binary_search(&id).is_ok())
+            .top(k, seen)
             .into_iter()
             .filter_map(|(id, count)| {
                 derived.catalog.get(id).map(|meta| ScoredItem {

@@ -10,6 +10,7 @@
 
 mod codec;
 mod header;
+mod history_record;
 pub(crate) mod keys;
 mod open;
 pub(crate) mod records;

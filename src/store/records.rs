@@ -1,7 +1,8 @@
 //! Value layouts of every persisted record (see `docs/design.md` for the full table).
 //!
 //! Structured records are `[version u8][bincode 2 standard payload]`, decoded with a limit;
-//! fixed-width records are written by hand, little-endian, behind the same version byte.
+//! fixed-width records (and the columnar history, `history_record.rs`) are written by hand,
+//! little-endian, behind the same version byte.
 
 use bincode::{Decode, Encode};
 
@@ -9,7 +10,6 @@ use super::codec;
 use crate::{Error, Result};
 
 pub(crate) const ITEM_V1: u8 = 1;
-pub(crate) const HISTORY_V1: u8 = 1;
 pub(crate) const COUNTS_V1: u8 = 1;
 pub(crate) const KINDS_V1: u8 = 1;
 pub(crate) const DIM_V1: u8 = 1;
@@ -17,7 +17,6 @@ pub(crate) const VECTOR_V1: u8 = 1;
 pub(crate) const POPULAR_V1: u8 = 1;
 
 const ITEM_LIMIT: usize = 4 << 20;
-const HISTORY_LIMIT: usize = 64 << 20;
 const SMALL_LIMIT: usize = 1 << 20;
 
 /// `items[item_id]`: `[1][bincode ItemRecord]`. A deleted item keeps its record (live = false,
@@ -46,33 +45,7 @@ impl ItemRecord {
     }
 }
 
-/// One retained interaction inside a [`HistoryRecord`].
-#[derive(Clone, Copy, Debug, PartialEq, Encode, Decode)]
-pub(crate) struct EntryRecord {
-    pub item_id: u64,
-    pub timestamp: i64,
-    /// Index into the `meta["kinds"]` table plus one; 0 = no kind.
-    pub kind: u32,
-    pub weight: f32,
-}
-
-/// `histories[user key]`: `[1][bincode HistoryRecord]`, entries sorted by timestamp (ties in
-/// arrival order), at most the configured history limit.
-#[derive(Clone, Debug, Default, PartialEq, Encode, Decode)]
-pub(crate) struct HistoryRecord {
-    pub version: u64,
-    pub recorded: u64,
-    pub entries: Vec<EntryRecord>,
-}
-
-impl HistoryRecord {
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        codec::encode(HISTORY_V1, self)
-    }
-    pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Result<Self> {
-        codec::decode::<Self, HISTORY_LIMIT>("histories", key, bytes, HISTORY_V1)
-    }
-}
+pub(crate) use super::history_record::{EntryRecord, HistoryRecord, HistoryView};
 
 /// `meta["counts"]`: `[1][bincode Counts]`: id allocation and the totals `stats()` reports.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
