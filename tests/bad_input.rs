@@ -651,3 +651,28 @@ fn a_database_held_by_an_open_handle_is_in_use() {
     assert_mentions(&err, &["in use", &dir.path().display().to_string()]);
     db.close().unwrap();
 }
+
+#[test]
+fn a_huge_item_id_in_a_key_fails_open_without_allocating_for_it() {
+    // Item ids are dense; a record (or a popularity count) under an id far beyond the catalog
+    // must be reported as corruption, not used to size the in-memory tables.
+    for tree in ["items", "popular"] {
+        let dir = tempdir();
+        closed_small(dir.path());
+        let item_a = common::read_raw(dir.path(), "items", &1u64.to_be_bytes()).unwrap();
+        let count = common::read_raw(dir.path(), "popular", &1u64.to_be_bytes()).unwrap();
+        let value = if tree == "items" { item_a } else { count };
+        common::with_raw_tree(dir.path(), tree, |t| {
+            t.insert((u64::MAX / 2).to_be_bytes(), value.clone())
+                .unwrap();
+        });
+        let err = Config::new(dir.path()).open().unwrap_err();
+        match &err {
+            Error::Corruption { tree: t, key, .. } => {
+                assert_eq!(*t, tree);
+                assert_eq!(key, "0x7fffffffffffffff");
+            }
+            other => panic!("wrong variant for {tree}: {other:?}"),
+        }
+    }
+}

@@ -288,7 +288,11 @@ fn long_and_short_histories_exclude_exactly_their_items() {
     let mut crowd = Vec::new();
     for i in 0..400usize {
         for c in 0..(400 - i) / 40 + 1 {
-            crowd.push(Interaction::new(format!("crowd{c}"), format!("i{i:03}"), i as i64));
+            crowd.push(Interaction::new(
+                format!("crowd{c}"),
+                format!("i{i:03}"),
+                i as i64,
+            ));
         }
     }
     db.record_interactions(&crowd).unwrap();
@@ -296,7 +300,12 @@ fn long_and_short_histories_exclude_exactly_their_items() {
     assert_eq!(all.len(), 400);
     for (len, user) in [(10usize, "short"), (300, "long")] {
         // The user saw every other item of the top 2 * len.
-        let seen: Vec<String> = all.iter().step_by(2).take(len).map(|(k, _)| k.clone()).collect();
+        let seen: Vec<String> = all
+            .iter()
+            .step_by(2)
+            .take(len)
+            .map(|(k, _)| k.clone())
+            .collect();
         let events: Vec<Interaction> = seen
             .iter()
             .enumerate()

@@ -2,7 +2,7 @@
 //!
 //! Checked (numbering of `docs/design.md`, "Invariants"):
 //! - F1 every record decodes; the schema header is valid;
-//! - F2 `items` and `item_keys` are exact inverses; ids are below `next_item_id`;
+//! - F2 `items` and `item_keys` are exact inverses; ids are exactly `1..next_item_id`;
 //! - F3 every vector belongs to a live item that lists it, with its name's stored dimension,
 //!   and every vector a live item lists exists;
 //! - F4 histories are sorted by timestamp, name existing items and known kind codes;
@@ -96,11 +96,22 @@ impl Db {
                 items.len()
             ));
         }
-        if let (Some(c), Some((max_id, _))) = (&counts, items.last_key_value()) {
-            if *max_id >= c.next_item_id {
+        if let Some((pos, id)) = items
+            .keys()
+            .enumerate()
+            .find(|(pos, id)| **id != *pos as u64 + 1)
+        {
+            problem(format!(
+                "F2 item ids are not dense: id {id} at position {}",
+                pos + 1
+            ));
+        }
+        if let Some(c) = &counts {
+            if c.next_item_id != items.len() as u64 + 1 {
                 problem(format!(
-                    "F2 item id {max_id} >= next_item_id {}",
-                    c.next_item_id
+                    "F2 next_item_id is {} but {} item records exist",
+                    c.next_item_id,
+                    items.len()
                 ));
             }
         }

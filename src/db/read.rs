@@ -40,18 +40,22 @@ impl Db {
             (None, None) => false,
         };
         let derived = self.inner.derived.read();
-        let items = derived
-            .popularity
-            .top(k, seen)
-            .into_iter()
-            .filter_map(|(id, count)| {
-                derived.catalog.get(id).map(|meta| ScoredItem {
+        let mut items = Vec::with_capacity(k);
+        for (id, count) in derived.popularity.ranked() {
+            if items.len() == k {
+                break;
+            }
+            if seen(id) {
+                continue;
+            }
+            if let Some(meta) = derived.catalog.get(id) {
+                items.push(ScoredItem {
                     key: meta.key.to_string(),
                     item_id: id,
                     score: count as f64,
-                })
-            })
-            .collect();
+                });
+            }
+        }
         Ok(Recommendation {
             user: user.to_string(),
             source: Source::Popularity,

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use crate::store::keys;
 use crate::store::records::{self, ItemRecord};
 use crate::store::{Store, TreeId};
-use crate::Result;
+use crate::{Error, Result};
 
 /// Everything derived, guarded by one lock in `Db`.
 #[derive(Debug, Default, PartialEq)]
@@ -50,12 +50,31 @@ impl Derived {
         for entry in store.tree(TreeId::Items).iter() {
             let (k, v) = entry?;
             let id = keys::parse_item_id("items", &k)?;
+            // Ids are handed out densely and never removed: anything else is damage, and
+            // refusing it here keeps the id-indexed tables bounded by the record count.
+            if id != d.catalog.len() + 1 {
+                return Err(Error::corruption(
+                    "items",
+                    &k,
+                    format!(
+                        "item ids are not dense: expected id {}",
+                        d.catalog.len() + 1
+                    ),
+                ));
+            }
             let rec = ItemRecord::decode(&k, &v)?;
             d.catalog.insert(id, Arc::from(rec.key.as_str()), rec.live);
         }
         for entry in store.tree(TreeId::Popular).iter() {
             let (k, v) = entry?;
             let id = keys::parse_item_id("popular", &k)?;
+            if d.catalog.get(id).is_none() {
+                return Err(Error::corruption(
+                    "popular",
+                    &k,
+                    format!("count for unknown item id {id}"),
+                ));
+            }
             let count = records::decode_popular(&k, &v)?;
             d.popularity.set_count(id, count);
         }

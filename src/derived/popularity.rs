@@ -1,23 +1,37 @@
 //! The popularity ranking: live items ordered by retained interactions (desc), then id (asc).
 //!
 //! Updated incrementally on the commit path; a read walks the ranking from the top and skips
-//! the caller's excluded items, so it costs O(k + excluded) steps.
+//! the caller's excluded items, so it costs O(k + excluded) steps. Per-item state is indexed by
+//! the dense item id (see `catalog.rs`).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Popularity {
-    /// Retained interactions per item (live or not); absent = 0.
-    counts: HashMap<u64, u64>,
-    /// Live items only.
-    live: HashSet<u64>,
+    /// Retained interactions per item (live or not), slot `id`.
+    counts: Vec<u64>,
+    /// Whether item `id` is live, slot `id`.
+    live: Vec<bool>,
     ranking: BTreeSet<(Reverse<u64>, u64)>,
 }
 
 impl Popularity {
+    fn ensure(&mut self, id: u64) -> usize {
+        let i = id as usize;
+        if i >= self.counts.len() {
+            self.counts.resize(i + 1, 0);
+            self.live.resize(i + 1, false);
+        }
+        i
+    }
+
     pub(crate) fn count(&self, id: u64) -> u64 {
-        self.counts.get(&id).copied().unwrap_or(0)
+        self.counts.get(id as usize).copied().unwrap_or(0)
+    }
+
+    fn is_live(&self, id: u64) -> bool {
+        self.live.get(id as usize).copied().unwrap_or(false)
     }
 
     pub(crate) fn set_count(&mut self, id: u64, count: u64) {
@@ -25,35 +39,39 @@ impl Popularity {
         if old == count {
             return;
         }
-        if self.live.contains(&id) {
+        if self.is_live(id) {
             self.ranking.remove(&(Reverse(old), id));
             self.ranking.insert((Reverse(count), id));
         }
-        if count == 0 {
-            self.counts.remove(&id);
-        } else {
-            self.counts.insert(id, count);
-        }
+        let i = self.ensure(id);
+        self.counts[i] = count;
     }
 
     pub(crate) fn set_live(&mut self, id: u64, live: bool) {
         let count = self.count(id);
+        let i = self.ensure(id);
+        if self.live[i] == live {
+            return;
+        }
+        self.live[i] = live;
         if live {
-            if self.live.insert(id) {
-                self.ranking.insert((Reverse(count), id));
-            }
-        } else if self.live.remove(&id) {
+            self.ranking.insert((Reverse(count), id));
+        } else {
             self.ranking.remove(&(Reverse(count), id));
         }
     }
 
+    /// Live items, best first, as (id, count).
+    pub(crate) fn ranked(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.ranking.iter().map(|(Reverse(c), id)| (*id, *c))
+    }
+
     /// The `k` best live items not rejected by `excluded`, as (id, count).
+    #[cfg(test)]
     pub(crate) fn top(&self, k: usize, excluded: impl Fn(u64) -> bool) -> Vec<(u64, u64)> {
-        self.ranking
-            .iter()
-            .filter(|(_, id)| !excluded(*id))
+        self.ranked()
+            .filter(|(id, _)| !excluded(*id))
             .take(k)
-            .map(|(Reverse(c), id)| (*id, *c))
             .collect()
     }
 }
