@@ -33,72 +33,80 @@ impl Db {
                 })
                 .push(e);
         }
-        self.write(|tx, derived| {
-            let mut counts = tx.counts()?;
-            let mut kinds = tx.kinds()?;
-            let kinds_before = kinds.len();
-            let mut item_ids: HashMap<&str, u64> = HashMap::new();
-            let mut deltas: HashMap<u64, i64> = HashMap::new();
-            for user in &order {
-                let mut rec = match tx.history(user)? {
-                    Some(rec) => rec,
-                    None => {
-                        counts.users += 1;
-                        HistoryRecord::default()
+        self.write(
+            &[
+                TreeId::Meta,
+                TreeId::ItemKeys,
+                TreeId::Histories,
+                TreeId::Popular,
+            ],
+            |tx, derived| {
+                let mut counts = tx.counts()?;
+                let mut kinds = tx.kinds()?;
+                let kinds_before = kinds.len();
+                let mut item_ids: HashMap<&str, u64> = HashMap::new();
+                let mut deltas: HashMap<u64, i64> = HashMap::new();
+                for user in &order {
+                    let mut rec = match tx.history(user)? {
+                        Some(rec) => rec,
+                        None => {
+                            counts.users += 1;
+                            HistoryRecord::default()
+                        }
+                    };
+                    let before = rec.entries.len();
+                    for e in &by_user[user] {
+                        let item_id = resolve_item(tx, derived, &mut item_ids, &e.item)?;
+                        let kind = intern_kind(&mut kinds, e.kind.as_deref())?;
+                        rec.entries.push(EntryRecord {
+                            item_id,
+                            timestamp: e.timestamp,
+                            kind,
+                            weight: e.weight,
+                        });
+                        *deltas.entry(item_id).or_default() += 1;
                     }
-                };
-                let before = rec.entries.len();
-                for e in &by_user[user] {
-                    let item_id = resolve_item(tx, derived, &mut item_ids, &e.item)?;
-                    let kind = intern_kind(&mut kinds, e.kind.as_deref())?;
-                    rec.entries.push(EntryRecord {
-                        item_id,
-                        timestamp: e.timestamp,
-                        kind,
-                        weight: e.weight,
-                    });
-                    *deltas.entry(item_id).or_default() += 1;
+                    let added = rec.entries.len() - before;
+                    // Stable: equal timestamps keep arrival order.
+                    rec.entries.sort_by_key(|en| en.timestamp);
+                    let evict = rec.entries.len().saturating_sub(history_limit);
+                    for old in rec.entries.drain(..evict) {
+                        *deltas.entry(old.item_id).or_default() -= 1;
+                    }
+                    rec.recorded += added as u64;
+                    rec.version += 1;
+                    counts.recorded += added as u64;
+                    counts.interactions = counts.interactions + added as u64 - evict as u64;
+                    tx.insert(TreeId::Histories, user.as_bytes(), rec.encode())?;
                 }
-                let added = rec.entries.len() - before;
-                // Stable: equal timestamps keep arrival order.
-                rec.entries.sort_by_key(|en| en.timestamp);
-                let evict = rec.entries.len().saturating_sub(history_limit);
-                for old in rec.entries.drain(..evict) {
-                    *deltas.entry(old.item_id).or_default() -= 1;
+                let mut effects = Effects::default();
+                for (item_id, delta) in deltas {
+                    if delta == 0 {
+                        continue;
+                    }
+                    let count = tx.popular(item_id)?;
+                    let new = count.checked_add_signed(delta).ok_or_else(|| {
+                        Error::corruption(
+                            "popular",
+                            &keys::item_id(item_id),
+                            "count would go negative",
+                        )
+                    })?;
+                    tx.set_popular(item_id, new)?;
+                    effects.counts.push((item_id, new));
                 }
-                rec.recorded += added as u64;
-                rec.version += 1;
-                counts.recorded += added as u64;
-                counts.interactions = counts.interactions + added as u64 - evict as u64;
-                tx.insert(TreeId::Histories, user.as_bytes(), rec.encode())?;
-            }
-            let mut effects = Effects::default();
-            for (item_id, delta) in deltas {
-                if delta == 0 {
-                    continue;
+                if kinds.len() != kinds_before {
+                    tx.insert(
+                        TreeId::Meta,
+                        keys::META_KINDS,
+                        records::encode_kinds(&kinds),
+                    )?;
+                    effects.kinds = Some(kinds);
                 }
-                let count = tx.popular(item_id)?;
-                let new = count.checked_add_signed(delta).ok_or_else(|| {
-                    Error::corruption(
-                        "popular",
-                        &keys::item_id(item_id),
-                        "count would go negative",
-                    )
-                })?;
-                tx.set_popular(item_id, new)?;
-                effects.counts.push((item_id, new));
-            }
-            if kinds.len() != kinds_before {
-                tx.insert(
-                    TreeId::Meta,
-                    keys::META_KINDS,
-                    records::encode_kinds(&kinds),
-                )?;
-                effects.kinds = Some(kinds);
-            }
-            tx.set_counts(&counts)?;
-            Ok(((), effects))
-        })
+                tx.set_counts(&counts)?;
+                Ok(((), effects))
+            },
+        )
     }
 
     /// The user's history, oldest first.

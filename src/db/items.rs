@@ -10,6 +10,14 @@ use crate::store::records::{self, ItemRecord};
 use crate::store::{keys, TreeId, Tx, TxResult};
 use crate::{Error, Item, Result};
 
+/// The trees a catalog write touches.
+const CATALOG_TREES: &[TreeId] = &[
+    TreeId::Meta,
+    TreeId::Items,
+    TreeId::ItemKeys,
+    TreeId::Vectors,
+];
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum PutMode {
     Replace,
@@ -34,7 +42,7 @@ impl Db {
 
     fn put(&self, items: &[Item], mode: PutMode) -> Result<Vec<u64>> {
         validate_items(items, &self.inner.config.limits)?;
-        self.write(|tx, _| {
+        self.write(CATALOG_TREES, |tx, _| {
             let mut counts = tx.counts()?;
             counts.catalog_version += 1;
             let version = counts.catalog_version;
@@ -132,7 +140,7 @@ impl Db {
                 });
             }
         }
-        self.write(|tx, _| {
+        self.write(CATALOG_TREES, |tx, _| {
             let mut counts = tx.counts()?;
             counts.catalog_version += 1;
             let mut effects = Effects::default();

@@ -2,7 +2,7 @@
 //! in-memory state and owns the write path.
 //!
 //! Write path (every mutating call): validate the input without touching anything, take the
-//! writer lock, run one sled transaction across all trees, apply the derived effects, release
+//! writer lock, run one sled transaction across the trees it touches, apply the derived effects, release
 //! the lock, and flush when the durability is `Sync`. Writers are serialised (one at a time,
 //! like LMDB and redb); readers never take the writer lock.
 //!
@@ -27,7 +27,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::config::Durability;
 use crate::derived::{Derived, Effects};
-use crate::store::{open_store, Store, Tx, TxResult};
+use crate::store::{open_store, Store, TreeId, Tx, TxResult};
 use crate::{Config, Error, Result};
 use poison::Poison;
 
@@ -117,7 +117,11 @@ impl Db {
     }
 
     /// Runs one write transaction and applies its effects to the derived state.
-    fn write<T>(&self, f: impl Fn(&Tx<'_>, &Derived) -> TxResult<(T, Effects)>) -> Result<T> {
+    fn write<T>(
+        &self,
+        trees: &[TreeId],
+        f: impl Fn(&Tx<'_>, &Derived) -> TxResult<(T, Effects)>,
+    ) -> Result<T> {
         self.inner.poison.check()?;
         let out = {
             let _writer = self.inner.writer.lock();
@@ -125,7 +129,7 @@ impl Db {
             // transaction sees exactly the committed state.
             let result = {
                 let derived = self.inner.derived.read();
-                self.inner.store.transact(|tx| f(tx, &derived))
+                self.inner.store.transact(trees, |tx| f(tx, &derived))
             };
             match result {
                 Ok((value, effects)) => {
@@ -151,7 +155,7 @@ impl Db {
         if wanted.is_empty() {
             return Ok(());
         }
-        self.write(|tx, _| {
+        self.write(&[TreeId::Meta], |tx, _| {
             let mut effects = Effects::default();
             for (name, dim) in &wanted {
                 match tx.dim(name)? {
@@ -164,7 +168,7 @@ impl Db {
                     }
                     None => {
                         tx.insert(
-                            crate::store::TreeId::Meta,
+                            TreeId::Meta,
                             &crate::store::keys::dim(name),
                             crate::store::records::encode_dim(*dim),
                         )?;

@@ -142,8 +142,7 @@ impl<'a> HistoryView<'a> {
 
     /// Whether `id` occurs in the history (a linear scan of the id column).
     pub(crate) fn contains(&self, id: u64) -> bool {
-        let needle = id.to_le_bytes();
-        self.item_ids().chunks_exact(8).any(|c| c == needle)
+        self.item_ids().chunks_exact(8).any(|c| u64_at(c, 0) == id)
     }
 
     pub(crate) fn entry(&self, i: usize) -> EntryRecord {

@@ -6,7 +6,7 @@
 //! - the schema header in `meta` (magic + format version), checked on every open (`header.rs`);
 //! - decoding with size limits, so corrupt bytes become `Error::Corruption`, never a panic or an
 //!   unbounded allocation (`codec.rs`);
-//! - one transaction across all trees per logical operation (`tx.rs`).
+//! - one transaction across the trees it touches per logical operation (`tx.rs`).
 
 mod codec;
 mod header;
@@ -74,15 +74,21 @@ impl Store {
         &self.trees[id as usize]
     }
 
-    /// Runs `f` as one serializable transaction across every tree. `f` may run more than once
-    /// (sled retries on conflict), so it must not have side effects outside the transaction.
-    pub(crate) fn transact<T>(&self, f: impl Fn(&Tx<'_>) -> TxResult<T>) -> Result<T> {
+    /// Runs `f` as one serializable transaction across `trees` (only those: sled's cost per
+    /// transaction grows with the number of trees in it). `f` may run more than once (sled
+    /// retries on conflict), so it must not have side effects outside the transaction.
+    pub(crate) fn transact<T>(
+        &self,
+        trees: &[TreeId],
+        f: impl Fn(&Tx<'_>) -> TxResult<T>,
+    ) -> Result<T> {
         use sled::transaction::{
             ConflictableTransactionError as C, TransactionError, Transactional,
             UnabortableTransactionError as U,
         };
-        let out = self.trees[..].transaction(|views| {
-            let tx = Tx::new(views);
+        let handles: Vec<&sled::Tree> = trees.iter().map(|t| self.tree(*t)).collect();
+        let out = handles[..].transaction(|views| {
+            let tx = Tx::new(views, trees);
             f(&tx).map_err(|e| match e {
                 TxFail::Sled(U::Conflict) => C::Conflict,
                 TxFail::Sled(U::Storage(inner)) => C::Storage(inner),

@@ -128,7 +128,7 @@ fn init_or_check_header(store: &Store, path: &Path) -> Result<()> {
             reason: "a sled database without a convergedb schema header".into(),
         });
     }
-    store.transact(|tx| {
+    store.transact(&[TreeId::Meta], |tx| {
         tx.insert(TreeId::Meta, HEADER_KEY, encode_header(FORMAT_VERSION))?;
         tx.set_counts(&Counts::initial())?;
         Ok(())

@@ -1,4 +1,4 @@
-//! A typed view over one transaction spanning every tree.
+//! A typed view over one transaction spanning the trees an operation touches.
 
 use sled::transaction::{TransactionalTree, UnabortableTransactionError};
 use sled::IVec;
@@ -31,28 +31,41 @@ pub(crate) type TxResult<T> = std::result::Result<T, TxFail>;
 
 pub(crate) struct Tx<'a> {
     views: &'a [TransactionalTree],
+    trees: &'a [TreeId],
 }
 
 impl<'a> Tx<'a> {
-    pub(super) fn new(views: &'a [TransactionalTree]) -> Self {
-        Tx { views }
+    pub(super) fn new(views: &'a [TransactionalTree], trees: &'a [TreeId]) -> Self {
+        Tx { views, trees }
     }
 
-    fn view(&self, id: TreeId) -> &TransactionalTree {
-        &self.views[id as usize]
+    /// The view of `id`. Naming a tree the operation did not declare is a bug in this crate; it
+    /// aborts the transaction with an error rather than panicking.
+    fn view(&self, id: TreeId) -> TxResult<&TransactionalTree> {
+        match self.trees.iter().position(|t| *t == id) {
+            Some(i) => Ok(&self.views[i]),
+            None => {
+                debug_assert!(false, "tree {} used outside its transaction", id.name());
+                Err(Error::InvalidArgument(format!(
+                    "internal error: tree {} used outside its transaction",
+                    id.name()
+                ))
+                .into())
+            }
+        }
     }
 
     pub(crate) fn get(&self, id: TreeId, key: &[u8]) -> TxResult<Option<IVec>> {
-        Ok(self.view(id).get(key)?)
+        Ok(self.view(id)?.get(key)?)
     }
 
     pub(crate) fn insert(&self, id: TreeId, key: &[u8], value: Vec<u8>) -> TxResult<()> {
-        self.view(id).insert(key, value)?;
+        self.view(id)?.insert(key, value)?;
         Ok(())
     }
 
     pub(crate) fn remove(&self, id: TreeId, key: &[u8]) -> TxResult<()> {
-        self.view(id).remove(key)?;
+        self.view(id)?.remove(key)?;
         Ok(())
     }
 
