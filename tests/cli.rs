@@ -132,9 +132,17 @@ fn import_stats_check_recommend_history() {
     assert_eq!(entries[0]["item"], "i1");
     assert_eq!(entries[1]["kind"], "view");
 
+    let text = ok(&db_cli(&db, &["latency", "-k", "2", "--rounds", "3"]));
+    assert!(
+        text.starts_with("recommend(k = 2) over 2 users x 3 rounds: p50 "),
+        "{text}"
+    );
+
     // The CLI's database opens in the library and is clean.
     let lib = common::open(&db);
     assert_eq!(lib.stats().unwrap().interactions, 4);
+    let users: Vec<String> = lib.users().collect::<Result<_, _>>().unwrap();
+    assert_eq!(users, ["alice", "bob"]);
     common::assert_clean(&lib);
 }
 

@@ -109,6 +109,16 @@ impl Db {
         )
     }
 
+    /// Every user with a history, in key order (a scan of the histories tree's keys).
+    pub fn users(&self) -> impl Iterator<Item = Result<String>> + '_ {
+        self.inner
+            .store
+            .tree(TreeId::Histories)
+            .iter()
+            .keys()
+            .map(|k| keys::parse_text("histories", &k?))
+    }
+
     /// The user's history, oldest first.
     ///
     /// Fails with [`Error::UnknownUser`] when no interaction was ever recorded for `user`.

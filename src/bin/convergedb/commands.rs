@@ -34,6 +34,7 @@ pub(crate) fn run(cli: Cli) -> CliResult {
         Command::Check { json } => check(&db, json)?,
         Command::History { user, json } => history(&db, &user, json)?,
         Command::Recommend { user, k, json } => recommend(&db, &user, k, json)?,
+        Command::Latency { k, rounds } => latency(&db, k, rounds)?,
     };
     db.close()?;
     Ok(code)
@@ -189,5 +190,35 @@ fn recommend(db: &Db, user: &str, k: usize, json: bool) -> CliResult {
             item.score
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn latency(db: &Db, k: usize, rounds: usize) -> CliResult {
+    let users = db.users().collect::<Result<Vec<_>, _>>()?;
+    if users.is_empty() {
+        return Err("the database has no users to time".into());
+    }
+    for user in &users {
+        db.recommend(user, k)?; // warm the cache
+    }
+    let mut samples = Vec::with_capacity(users.len() * rounds);
+    for _ in 0..rounds {
+        for user in &users {
+            let started = std::time::Instant::now();
+            let r = db.recommend(user, k)?;
+            samples.push(started.elapsed());
+            std::hint::black_box(r);
+        }
+    }
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
+    let mean = samples.iter().map(|d| d.as_secs_f64()).sum::<f64>() / samples.len() as f64 * 1e6;
+    println!(
+        "recommend(k = {k}) over {} users x {rounds} rounds: p50 {:.2} us, p99 {:.2} us, mean {:.2} us",
+        users.len(),
+        at(0.5),
+        at(0.99),
+        mean
+    );
     Ok(ExitCode::SUCCESS)
 }

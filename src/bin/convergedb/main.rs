@@ -77,6 +77,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Time `recommend` over every user (warm cache): p50, p99 and mean latency.
+    Latency {
+        /// How many items per call.
+        #[arg(short, long, default_value_t = 10)]
+        k: usize,
+        /// Passes over all users.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
 }
 
 #[derive(Subcommand)]
