@@ -102,6 +102,11 @@ pub enum Error {
     /// Any other argument that cannot be accepted (a NaN weight, a bad configuration value).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A tokenization (trained, imported or configured) is not usable: wrong levels or codes,
+    /// codebook dimension different from the vector's, NaN values, an empty catalog, a file
+    /// from another catalog. The message says which.
+    #[error("invalid tokenization: {0}")]
+    InvalidTokenization(String),
     /// An import file could not be read or parsed. Nothing from the failing batch was written.
     #[error("{path}:{line}: {reason}")]
     Import {

@@ -30,14 +30,18 @@ pub mod import;
 mod interaction;
 mod item;
 mod recommendation;
+mod sid;
 mod store;
 
 pub use config::{Config, Durability};
-pub use db::{CheckReport, Db, Stats};
+pub use db::{CheckReport, Db, Stats, TokenizeProgress};
 pub use error::{Error, Result};
 pub use interaction::{History, HistoryEntry, Interaction};
 pub use item::Item;
 pub use recommendation::{Recommendation, ScoredItem, Source};
+pub use sid::{
+    Encoder, EncoderLayer, SidInfo, SidStats, TokenizeOptions, TrainProgress, MAX_CODES, MAX_LEVELS,
+};
 
 /// The on-disk format version this build writes (and the newest it reads).
 pub const FORMAT_VERSION: u32 = store::FORMAT_VERSION;

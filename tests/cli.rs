@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::tempdir;
@@ -221,4 +221,96 @@ fn check_exits_non_zero_on_a_damaged_database() {
         line.contains("corrupt") && line.contains("histories"),
         "{line}"
     );
+}
+
+/// Runs embed + tokenize + export twice on a fresh import and returns the two exports.
+fn tokenize_twice(import: &[&str], dir: &Path) -> (Vec<u8>, Vec<u8>, PathBuf) {
+    let mut exports = Vec::new();
+    let mut last_db = PathBuf::new();
+    for run in 0..2 {
+        let db = dir.join(format!("db{run}"));
+        ok(&db_cli(&db, import));
+        let text = ok(&db_cli(&db, &["embed", "--name", "cf", "--dim", "32"]));
+        assert!(
+            text.starts_with("stored vector \"cf\" (dimension 32)"),
+            "{text}"
+        );
+        let text = ok(&db_cli(
+            &db,
+            &[
+                "tokenize",
+                "--vector",
+                "cf",
+                "--iterations",
+                "5",
+                "--threads",
+                if run == 0 { "1" } else { "2" },
+            ],
+        ));
+        assert!(
+            text.starts_with("sid table version 1: 4 levels x 256 codes"),
+            "{text}"
+        );
+        let file = dir.join(format!("tok{run}.json"));
+        ok(&db_cli(&db, &["sid-export", file.to_str().unwrap()]));
+        exports.push(std::fs::read(&file).unwrap());
+        assert_eq!(db_cli(&db, &["check"]).status.code(), Some(0));
+        last_db = db;
+    }
+    let second = exports.pop().unwrap();
+    (exports.pop().unwrap(), second, last_db)
+}
+
+#[test]
+fn movielens_tokenization_from_the_cli_is_deterministic() {
+    let Some(ml) = std::env::var_os("CONVERGEDB_ML100K").map(PathBuf::from) else {
+        eprintln!(
+            "SKIPPED movielens_tokenization_from_the_cli_is_deterministic: set CONVERGEDB_ML100K"
+        );
+        return;
+    };
+    let dir = tempdir();
+    let (a, b, db) = tokenize_twice(&["import", "movielens", ml.to_str().unwrap()], dir.path());
+    assert!(
+        a == b,
+        "two runs with the same seed (1 and 2 threads) must export identical bytes"
+    );
+    let stats: Value = serde_json::from_str(&ok(&db_cli(&db, &["sid-stats", "--json"]))).unwrap();
+    assert_eq!(stats["items_with_codes"], 1682);
+    assert_eq!(stats["items_without_codes"], 0);
+    let text = ok(&db_cli(&db, &["sid", "1"]));
+    assert!(
+        text.starts_with("1: [") && text.contains("<a_") && text.contains("<d_"),
+        "{text}"
+    );
+}
+
+#[test]
+fn amazon_tokenization_from_the_cli_is_deterministic() {
+    let dir_data = std::env::var_os("CONVERGEDB_AMAZON_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/amazon-instruments")
+        });
+    if !dir_data.join("Instruments.inter.json").is_file() {
+        eprintln!("SKIPPED amazon_tokenization_from_the_cli_is_deterministic: no Amazon data");
+        return;
+    }
+    let dir = tempdir();
+    let (a, b, db) = tokenize_twice(
+        &[
+            "import",
+            "amazon",
+            dir_data.to_str().unwrap(),
+            "--name",
+            "Instruments",
+        ],
+        dir.path(),
+    );
+    assert!(
+        a == b,
+        "two runs with the same seed must export identical bytes"
+    );
+    let stats: Value = serde_json::from_str(&ok(&db_cli(&db, &["sid-stats", "--json"]))).unwrap();
+    assert_eq!(stats["items_with_codes"], 9922);
 }

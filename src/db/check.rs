@@ -8,7 +8,11 @@
 //! - F4 histories are sorted by timestamp, name existing items and known kind codes;
 //! - F5 `popular` equals the per-item count of retained history entries;
 //! - F6 `meta["counts"]` equals the totals recomputed from the scan;
-//! - F7 the in-memory derived state equals a fresh rebuild from the store.
+//! - F7 the in-memory derived state equals a fresh rebuild from the store;
+//! - I1 every `sids` entry names a live item and `sid_items` is exactly its inverse;
+//! - I2 the in-memory trie equals the tuples of `sid_items`;
+//! - I7 every item's codes carry the current sid-table version and fit its shape;
+//! - F8 with codebooks, every live item holding the tokenized vector has codes.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -269,14 +273,23 @@ impl Db {
             }
         }
 
+        // Semantic IDs.
+        check_sids(store, &items, &dims, &mut problem)?;
+
         // Derived state.
         match Derived::load(store) {
             Ok(fresh) => {
-                if *self.inner.derived.read() != fresh {
-                    problem(
-                        "F7 the in-memory catalog/popularity differs from a rebuild from the store"
-                            .into(),
-                    );
+                let current = self.inner.derived.read();
+                if current.trie != fresh.trie {
+                    problem("I2 the in-memory trie differs from the tuples in sid_items".into());
+                }
+                if current.catalog != fresh.catalog
+                    || current.popularity != fresh.popularity
+                    || current.dims != fresh.dims
+                    || current.kinds != fresh.kinds
+                    || current.sid != fresh.sid
+                {
+                    problem("F7 the in-memory catalog, popularity or sid table differs from a rebuild from the store".into());
                 }
             }
             Err(e) => problem(format!("F7 cannot rebuild derived state: {e}")),
@@ -286,6 +299,117 @@ impl Db {
     }
 }
 
+/// I1 (sids name live items; sid_items is exactly their inverse), I7 (every code is stamped
+/// with the current table version, within its shape) and F8 (with codebooks, every live item
+/// holding the tokenized vector has codes).
+fn check_sids(
+    store: &crate::store::Store,
+    items: &BTreeMap<u64, ItemRecord>,
+    dims: &HashMap<String, usize>,
+    problem: &mut impl FnMut(String),
+) -> Result<()> {
+    let table = match store.get(TreeId::Meta, keys::META_SID_TABLE)? {
+        Some(v) => match crate::sid::SidTable::decode(&v) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                problem(format!("F1 {e}"));
+                return Ok(());
+            }
+        },
+        None => None,
+    };
+    let mut by_item: BTreeMap<u64, Vec<u16>> = BTreeMap::new();
+    for entry in store.tree(TreeId::Sids).iter() {
+        let (k, v) = entry?;
+        let parsed =
+            keys::parse_item_id("sids", &k).and_then(|id| Ok((id, records::decode_sid(&k, &v)?)));
+        let (id, (version, codes)) = match parsed {
+            Ok(x) => x,
+            Err(e) => {
+                problem(format!("F1 {e}"));
+                continue;
+            }
+        };
+        match items.get(&id) {
+            Some(rec) if rec.live => {}
+            _ => problem(format!("I1 sids names item {id}, which is not a live item")),
+        }
+        match &table {
+            None => problem(format!(
+                "I7 item {id} has codes but the database has no sid table"
+            )),
+            Some(t) => {
+                if version != t.version {
+                    problem(format!(
+                        "I7 item {id} has codes of table version {version}, the current version is {}",
+                        t.version
+                    ));
+                }
+                if codes.len() != t.levels || codes.iter().any(|c| usize::from(*c) >= t.codes) {
+                    problem(format!(
+                        "I7 item {id} has codes {codes:?} outside the table's {} x {}",
+                        t.levels, t.codes
+                    ));
+                }
+            }
+        }
+        by_item.insert(id, codes);
+    }
+    let mut inverse: BTreeMap<u64, Vec<u16>> = BTreeMap::new();
+    for entry in store.tree(TreeId::SidItems).iter() {
+        let (k, v) = entry?;
+        let parsed =
+            keys::parse_tuple(&k).and_then(|codes| Ok((codes, records::decode_sid_items(&k, &v)?)));
+        let (codes, ids) = match parsed {
+            Ok(x) => x,
+            Err(e) => {
+                problem(format!("F1 {e}"));
+                continue;
+            }
+        };
+        if ids.windows(2).any(|w| w[0] >= w[1]) {
+            problem(format!(
+                "I1 sid_items {codes:?} lists ids out of order or twice"
+            ));
+        }
+        for id in ids {
+            if inverse.insert(id, codes.clone()).is_some() {
+                problem(format!(
+                    "I1 item {id} appears under two tuples in sid_items"
+                ));
+            }
+        }
+    }
+    if inverse != by_item {
+        let ids: std::collections::BTreeSet<u64> =
+            inverse.keys().chain(by_item.keys()).copied().collect();
+        for id in ids {
+            if inverse.get(&id) != by_item.get(&id) {
+                problem(format!(
+                    "I1 item {id}: sids says {:?}, sid_items says {:?}",
+                    by_item.get(&id),
+                    inverse.get(&id)
+                ));
+            }
+        }
+    }
+    if let Some(t) = table.as_ref().filter(|t| t.codebooks.is_some()) {
+        if let (Some(name), Some(dim)) = (&t.vector, t.input_dim()) {
+            if dims.get(name).is_some_and(|d| *d != dim) {
+                problem(format!("I7 the sid table reads {name:?} with dimension {dim}, the database stores another"));
+            }
+            for (id, rec) in items {
+                if rec.live && rec.vector_names.contains(name) && !by_item.contains_key(id) {
+                    problem(format!(
+                        "F8 live item {id} holds vector {name:?} but has no codes"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn report_problem(problems: &mut Vec<String>, p: String) {
     // Bound the report: a badly damaged database must not produce an unbounded list.
     const MAX_PROBLEMS: usize = 1000;
@@ -293,5 +417,35 @@ fn report_problem(problems: &mut Vec<String>, p: String) {
         problems.push(p);
     } else if problems.len() == MAX_PROBLEMS {
         problems.push("... more problems omitted".into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Config, Item, TokenizeOptions};
+
+    /// Invariant 2 is about memory, so it can only be broken from inside: an extra pair in
+    /// the in-memory trie must be reported as I2 (and nothing else).
+    #[test]
+    fn a_trie_that_drifts_from_sid_items_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Config::new(dir.path()).open().unwrap();
+        let items: Vec<Item> = (0..40)
+            .map(|i| Item::new(format!("i{i}")).vector("v", vec![i as f32, (i % 7) as f32]))
+            .collect();
+        db.put_items(&items).unwrap();
+        let mut opts = TokenizeOptions::new("v");
+        opts.levels = 2;
+        opts.codes = 4;
+        db.tokenize(&opts, None).unwrap();
+        assert!(db.check().unwrap().is_clean());
+        db.inner.derived.write().trie.insert(&[3, 3], 999);
+        let report = db.check().unwrap();
+        assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+        assert!(
+            report.problems[0].starts_with("I2 "),
+            "{:?}",
+            report.problems
+        );
     }
 }

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::sid_assign::{assign_if_needed, drop_codes, Pending};
 use super::validate::{validate_batch_len, validate_items, validate_key};
 use super::Db;
 use crate::derived::Effects;
@@ -16,6 +17,8 @@ const CATALOG_TREES: &[TreeId] = &[
     TreeId::Items,
     TreeId::ItemKeys,
     TreeId::Vectors,
+    TreeId::Sids,
+    TreeId::SidItems,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -42,12 +45,14 @@ impl Db {
 
     fn put(&self, items: &[Item], mode: PutMode) -> Result<Vec<u64>> {
         validate_items(items, &self.inner.config.limits)?;
-        self.write(CATALOG_TREES, |tx, _| {
+        self.write(CATALOG_TREES, |tx, derived| {
             let mut counts = tx.counts()?;
             counts.catalog_version += 1;
             let version = counts.catalog_version;
             let mut effects = Effects::default();
             let mut batch_dims: HashMap<&str, usize> = HashMap::new();
+            let mut pending = Pending::new();
+            let sid_vector = derived.sid.as_ref().and_then(|t| t.vector.clone());
             let mut ids = Vec::with_capacity(items.len());
             for item in items {
                 for (name, values) in &item.vectors {
@@ -115,6 +120,15 @@ impl Db {
                     live: true,
                 };
                 tx.insert(TreeId::Items, &keys::item_id(id), record.encode())?;
+                let vector = sid_vector.as_ref().and_then(|name| item.vectors.get(name));
+                assign_if_needed(
+                    tx,
+                    derived,
+                    &mut pending,
+                    &mut effects,
+                    id,
+                    vector.map(Vec::as_slice),
+                )?;
                 ids.push(id);
             }
             tx.set_counts(&counts)?;
@@ -163,6 +177,7 @@ impl Db {
                 for name in &old.vector_names {
                     tx.remove(TreeId::Vectors, &keys::vector(id, name))?;
                 }
+                drop_codes(tx, &mut effects, id)?;
                 let tombstone = ItemRecord {
                     key: old.key,
                     title: String::new(),
@@ -180,6 +195,64 @@ impl Db {
             }
             tx.set_counts(&counts)?;
             Ok((keys_to_delete.len(), effects))
+        })
+    }
+
+    /// Sets vector `name` on existing live items, leaving their other fields alone; one atomic
+    /// batch. Items without codes that now hold the tokenization's vector get codes.
+    pub fn put_vectors(&self, name: &str, vectors: &[(String, Vec<f32>)]) -> Result<()> {
+        let limits = &self.inner.config.limits;
+        validate_batch_len(vectors.len(), limits)?;
+        let mut seen = std::collections::HashSet::new();
+        for (key, values) in vectors {
+            let probe = Item::new(key.clone()).vector(name, values.clone());
+            validate_items(std::slice::from_ref(&probe), limits)?;
+            if !seen.insert(key.as_str()) {
+                return Err(Error::DuplicateInBatch { key: key.clone() });
+            }
+        }
+        self.write(CATALOG_TREES, |tx, derived| {
+            let mut counts = tx.counts()?;
+            counts.catalog_version += 1;
+            let mut effects = Effects::default();
+            let mut batch_dims: HashMap<&str, usize> = HashMap::new();
+            let mut pending = Pending::new();
+            let tokenized = derived.sid.as_ref().and_then(|t| t.vector.as_deref()) == Some(name);
+            for (key, values) in vectors {
+                let Some(id) = tx.item_id(key)? else {
+                    return Err(Error::UnknownItem { key: key.clone() }.into());
+                };
+                let mut rec = tx.item(id)?.ok_or_else(|| {
+                    Error::corruption("item_keys", key.as_bytes(), "points to a missing item")
+                })?;
+                if !rec.live {
+                    return Err(Error::DeletedItem { key: key.clone() }.into());
+                }
+                let probe = Item::new(key.clone());
+                check_dim(
+                    tx,
+                    &mut batch_dims,
+                    &mut effects,
+                    &probe,
+                    name,
+                    values.len(),
+                )?;
+                tx.insert(
+                    TreeId::Vectors,
+                    &keys::vector(id, name),
+                    records::encode_vector(values),
+                )?;
+                if let Err(pos) = rec.vector_names.binary_search_by(|n| n.as_str().cmp(name)) {
+                    rec.vector_names.insert(pos, name.to_string());
+                }
+                rec.updated_version = counts.catalog_version;
+                tx.insert(TreeId::Items, &keys::item_id(id), rec.encode())?;
+                if tokenized {
+                    assign_if_needed(tx, derived, &mut pending, &mut effects, id, Some(values))?;
+                }
+            }
+            tx.set_counts(&counts)?;
+            Ok(((), effects))
         })
     }
 

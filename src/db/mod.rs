@@ -10,14 +10,18 @@
 //! store after every write; a failed flush or storage error poisons the handle.
 
 mod check;
+mod embed;
 mod interactions;
 mod items;
 mod poison;
 mod read;
+mod sid;
+mod sid_assign;
 mod stats;
 mod validate;
 
 pub use check::CheckReport;
+pub use sid::TokenizeProgress;
 pub use stats::Stats;
 pub(crate) use validate::{validate_interactions, validate_items, validate_vector_name};
 
@@ -122,14 +126,29 @@ impl Db {
         trees: &[TreeId],
         f: impl Fn(&Tx<'_>, &Derived) -> TxResult<(T, Effects)>,
     ) -> Result<T> {
+        self.write_prepared(trees, || Ok(()), |tx, derived, _| f(tx, derived))
+    }
+
+    /// Like [`Db::write`], with a `prepare` step that runs under the writer lock before the
+    /// transaction. Non-transactional reads (scans) belong there: inside a sled transaction they
+    /// would wait for the transaction's own lock.
+    fn write_prepared<P, T>(
+        &self,
+        trees: &[TreeId],
+        prepare: impl FnOnce() -> Result<P>,
+        f: impl Fn(&Tx<'_>, &Derived, &P) -> TxResult<(T, Effects)>,
+    ) -> Result<T> {
         self.inner.poison.check()?;
         let out = {
             let _writer = self.inner.writer.lock();
+            let prepared = prepare()?;
             // Only writers change `derived`, and we are the only writer: reading it inside the
             // transaction sees exactly the committed state.
             let result = {
                 let derived = self.inner.derived.read();
-                self.inner.store.transact(trees, |tx| f(tx, &derived))
+                self.inner
+                    .store
+                    .transact(trees, |tx| f(tx, &derived, &prepared))
             };
             match result {
                 Ok((value, effects)) => {

@@ -1,7 +1,8 @@
 //! Derived in-memory state, rebuilt from the store on open and updated on the commit path.
 //!
 //! - `catalog.rs`: item id -> (key, live), so reads can name items without touching sled;
-//! - `popularity.rs`: the popularity ranking of live items, maintained incrementally.
+//! - `popularity.rs`: the popularity ranking of live items, maintained incrementally;
+//! - the current sid table (codebooks) and the trie of live semantic IDs (`crate::sid`).
 //!
 //! Invariant: after every committed write, this state equals what [`Derived::load`] would build
 //! from the store (checked by `Db::check`). Writers are serialised by the `Db`'s writer lock and
@@ -16,13 +17,14 @@ pub(crate) use popularity::Popularity;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::sid::{SidTable, Trie};
 use crate::store::keys;
 use crate::store::records::{self, ItemRecord};
 use crate::store::{Store, TreeId};
 use crate::{Error, Result};
 
 /// Everything derived, guarded by one lock in `Db`.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, PartialEq)]
 pub(crate) struct Derived {
     pub catalog: Catalog,
     pub popularity: Popularity,
@@ -30,6 +32,10 @@ pub(crate) struct Derived {
     pub dims: HashMap<String, usize>,
     /// Interned interaction kinds; kind code `i + 1` is `kinds[i]`.
     pub kinds: Vec<String>,
+    /// The current tokenization, if any.
+    pub sid: Option<Arc<SidTable>>,
+    /// The code tuples of live items (invariant 2: equals `sid_items`).
+    pub trie: Trie,
 }
 
 /// What one committed write changes in the derived state.
@@ -41,6 +47,44 @@ pub(crate) struct Effects {
     pub counts: Vec<(u64, u64)>,
     pub new_dims: Vec<(String, usize)>,
     pub kinds: Option<Vec<String>>,
+    /// A new tokenization with its complete trie (replaces both).
+    pub new_sid: Option<(Arc<SidTable>, Trie)>,
+    /// (tuple, item) pairs added to / removed from the trie.
+    pub trie_insert: Vec<(Vec<u16>, u64)>,
+    pub trie_remove: Vec<(Vec<u16>, u64)>,
+}
+
+impl Default for Derived {
+    fn default() -> Self {
+        Derived {
+            catalog: Catalog::default(),
+            popularity: Popularity::default(),
+            dims: HashMap::new(),
+            kinds: Vec::new(),
+            sid: None,
+            trie: Trie::new(0),
+        }
+    }
+}
+
+/// Builds the trie from `sid_items` (the stored truth of invariant 2).
+pub(crate) fn load_trie(store: &Store, levels: usize) -> Result<Trie> {
+    let mut trie = Trie::new(levels);
+    for entry in store.tree(TreeId::SidItems).iter() {
+        let (k, v) = entry?;
+        let codes = keys::parse_tuple(&k)?;
+        if codes.len() != levels {
+            return Err(Error::corruption(
+                "sid_items",
+                &k,
+                format!("{} codes, the table has {levels} levels", codes.len()),
+            ));
+        }
+        for id in records::decode_sid_items(&k, &v)? {
+            trie.insert(&codes, id);
+        }
+    }
+    Ok(trie)
 }
 
 impl Derived {
@@ -89,6 +133,11 @@ impl Derived {
         if let Some(v) = store.get(TreeId::Meta, keys::META_KINDS)? {
             d.kinds = records::decode_kinds(&v)?;
         }
+        if let Some(v) = store.get(TreeId::Meta, keys::META_SID_TABLE)? {
+            let table = SidTable::decode(&v)?;
+            d.trie = load_trie(store, table.levels)?;
+            d.sid = Some(Arc::new(table));
+        }
         Ok(d)
     }
 
@@ -103,6 +152,16 @@ impl Derived {
         self.dims.extend(effects.new_dims);
         if let Some(kinds) = effects.kinds {
             self.kinds = kinds;
+        }
+        if let Some((table, trie)) = effects.new_sid {
+            self.sid = Some(table);
+            self.trie = trie;
+        }
+        for (codes, item) in effects.trie_remove {
+            self.trie.remove(&codes, item);
+        }
+        for (codes, item) in effects.trie_insert {
+            self.trie.insert(&codes, item);
         }
     }
 

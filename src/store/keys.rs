@@ -8,12 +8,15 @@
 //! | `vectors`   | item_id: u64 BE ++ vector name, UTF-8  |
 //! | `histories` | external user key, UTF-8 bytes         |
 //! | `popular`   | item_id: u64 BE                        |
+//! | `sids`      | item_id: u64 BE                        |
+//! | `sid_items` | code tuple: one u16 BE per level       |
 
 use crate::{Error, Result};
 
 pub(crate) const META_COUNTS: &[u8] = b"counts";
 pub(crate) const META_KINDS: &[u8] = b"kinds";
 pub(crate) const META_DIM_PREFIX: &[u8] = b"dim/";
+pub(crate) const META_SID_TABLE: &[u8] = b"sid_table";
 
 pub(crate) fn item_id(id: u64) -> [u8; 8] {
     id.to_be_bytes()
@@ -56,4 +59,23 @@ pub(crate) fn dim(name: &str) -> Vec<u8> {
 
 pub(crate) fn parse_text(tree: &'static str, key: &[u8]) -> Result<String> {
     String::from_utf8(key.to_vec()).map_err(|_| Error::corruption(tree, key, "key is not UTF-8"))
+}
+
+/// A code tuple as a `sid_items` key: one u16 big-endian per level, so keys sort by tuple.
+pub(crate) fn tuple(codes: &[u16]) -> Vec<u8> {
+    codes.iter().flat_map(|c| c.to_be_bytes()).collect()
+}
+
+pub(crate) fn parse_tuple(key: &[u8]) -> Result<Vec<u16>> {
+    if key.is_empty() || key.len() % 2 != 0 {
+        return Err(Error::corruption(
+            "sid_items",
+            key,
+            "a code tuple key has an odd or zero length",
+        ));
+    }
+    Ok(key
+        .chunks_exact(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+        .collect())
 }

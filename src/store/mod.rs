@@ -8,7 +8,7 @@
 //!   unbounded allocation (`codec.rs`);
 //! - one transaction across the trees it touches per logical operation (`tx.rs`).
 
-mod codec;
+pub(crate) mod codec;
 mod header;
 mod history_record;
 pub(crate) mod keys;
@@ -37,9 +37,11 @@ pub(crate) enum TreeId {
     Vectors = 3,
     Histories = 4,
     Popular = 5,
+    Sids = 6,
+    SidItems = 7,
 }
 
-pub(crate) const TREE_COUNT: usize = 6;
+pub(crate) const TREE_COUNT: usize = 8;
 
 impl TreeId {
     pub(crate) const ALL: [TreeId; TREE_COUNT] = [
@@ -49,6 +51,8 @@ impl TreeId {
         TreeId::Vectors,
         TreeId::Histories,
         TreeId::Popular,
+        TreeId::Sids,
+        TreeId::SidItems,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -59,6 +63,8 @@ impl TreeId {
             TreeId::Vectors => "vectors",
             TreeId::Histories => "histories",
             TreeId::Popular => "popular",
+            TreeId::Sids => "sids",
+            TreeId::SidItems => "sid_items",
         }
     }
 }

@@ -146,6 +146,74 @@ pub(crate) fn decode_item_pointer(key: &[u8], bytes: &[u8]) -> Result<u64> {
     Ok(u64::from_be_bytes(arr))
 }
 
+pub(crate) const SID_V1: u8 = 1;
+pub(crate) const SID_ITEMS_V1: u8 = 1;
+
+/// `sids[item_id]`: `[1][table version u64 LE][code u16 LE per level]`.
+pub(crate) fn encode_sid(version: u64, codes: &[u16]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + 2 * codes.len());
+    out.push(SID_V1);
+    out.extend_from_slice(&version.to_le_bytes());
+    codes
+        .iter()
+        .for_each(|c| out.extend_from_slice(&c.to_le_bytes()));
+    out
+}
+
+/// Returns (table version, codes).
+pub(crate) fn decode_sid(key: &[u8], bytes: &[u8]) -> Result<(u64, Vec<u16>)> {
+    match bytes.split_first() {
+        Some((&SID_V1, rest))
+            if rest.len() > 8 && rest.len() % 2 == 0 && rest.len() <= 8 + 2 * 8 =>
+        {
+            let version = u64::from_le_bytes(
+                rest[..8]
+                    .try_into()
+                    .map_err(|_| Error::corruption("sids", key, "short"))?,
+            );
+            let codes = rest[8..]
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect();
+            Ok((version, codes))
+        }
+        _ => Err(Error::corruption(
+            "sids",
+            key,
+            format!(
+                "expected [1][u64 LE][u16 LE x levels], found {} bytes",
+                bytes.len()
+            ),
+        )),
+    }
+}
+
+/// `sid_items[tuple]`: `[1][item_id u64 LE ...]`, ascending, non-empty.
+pub(crate) fn encode_sid_items(ids: &[u64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 8 * ids.len());
+    out.push(SID_ITEMS_V1);
+    ids.iter()
+        .for_each(|id| out.extend_from_slice(&id.to_le_bytes()));
+    out
+}
+
+pub(crate) fn decode_sid_items(key: &[u8], bytes: &[u8]) -> Result<Vec<u64>> {
+    match bytes.split_first() {
+        Some((&SID_ITEMS_V1, rest)) if !rest.is_empty() && rest.len() % 8 == 0 => Ok(rest
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect()),
+        _ => Err(Error::corruption(
+            "sid_items",
+            key,
+            format!(
+                "expected [1][u64 LE ...] with at least one id, found {} bytes",
+                bytes.len()
+            ),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

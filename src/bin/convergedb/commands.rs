@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use convergedb::import::{self, ImportOptions, ImportReport};
-use convergedb::{Config, Db, Durability};
+use convergedb::{Config, Db, Durability, TokenizeOptions, TrainProgress};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::{Cli, Command, DurabilityArg, Format, ImportWhat};
@@ -35,6 +35,55 @@ pub(crate) fn run(cli: Cli) -> CliResult {
         Command::History { user, json } => history(&db, &user, json)?,
         Command::Recommend { user, k, json } => recommend(&db, &user, k, json)?,
         Command::Latency { k, rounds } => latency(&db, k, rounds)?,
+        Command::Embed { name, dim, seed } => {
+            let started = std::time::Instant::now();
+            let n = db.embed_interactions(&name, dim, seed)?;
+            println!(
+                "stored vector {name:?} (dimension {dim}) on {n} items in {:.2} s",
+                started.elapsed().as_secs_f64()
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Tokenize {
+            vector,
+            levels,
+            codes,
+            iterations,
+            seed,
+            no_balance,
+            threads,
+            json,
+        } => {
+            let mut opts = TokenizeOptions::new(vector);
+            opts.levels = levels;
+            opts.codes = codes;
+            opts.iterations = iterations;
+            opts.seed = seed;
+            opts.balance_last_level = !no_balance;
+            if let Some(t) = threads {
+                opts.threads = t;
+            }
+            tokenize(&db, &opts, json)?
+        }
+        Command::Sid { item, json } => sid(&db, &item, json)?,
+        Command::SidStats { json } => sid_stats(&db, json)?,
+        Command::SidImport { file } => {
+            let info = db.import_tokenization(&file)?;
+            println!(
+                "sid table version {} ({}), fingerprint {}",
+                info.version, info.source, info.fingerprint
+            );
+            ExitCode::SUCCESS
+        }
+        Command::SidExport { file } => {
+            let info = db.export_tokenization(&file)?;
+            println!(
+                "wrote sid table version {} to {}",
+                info.version,
+                file.display()
+            );
+            ExitCode::SUCCESS
+        }
     };
     db.close()?;
     Ok(code)
@@ -220,5 +269,107 @@ fn latency(db: &Db, k: usize, rounds: usize) -> CliResult {
         at(0.99),
         mean
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tokenize(db: &Db, opts: &TokenizeOptions, json: bool) -> CliResult {
+    let bar = ProgressBar::new((opts.levels * (opts.iterations + 1)) as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:40}] {pos}/{len} k-means steps ({elapsed})",
+        )
+        .map_err(|e| e.to_string())?
+        .progress_chars("=> "),
+    );
+    bar.set_message("tokenizing");
+    let progress = |p: TrainProgress| {
+        bar.set_message(format!("level {}/{}", p.level + 1, p.levels));
+        bar.set_position((p.level * (opts.iterations + 1) + p.iteration) as u64);
+    };
+    let started = std::time::Instant::now();
+    let info = db.tokenize(opts, Some(&progress));
+    bar.finish_and_clear();
+    let info = info?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+    } else {
+        println!(
+            "sid table version {}: {} levels x {} codes on {:?} in {:.2} s, fingerprint {}",
+            info.version,
+            info.levels,
+            info.codes,
+            opts.vector,
+            started.elapsed().as_secs_f64(),
+            info.fingerprint
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sid(db: &Db, item: &str, json: bool) -> CliResult {
+    let Some(codes) = db.sid(item)? else {
+        return Err(format!(
+            "item {item:?} has no semantic ID (unknown item, or no tokenization covers it)"
+        )
+        .into());
+    };
+    if json {
+        println!("{}", serde_json::json!({"item": item, "codes": codes}));
+    } else {
+        let tokens: Vec<String> = codes
+            .iter()
+            .enumerate()
+            .map(|(l, c)| format!("<{}_{c}>", char::from(b'a' + l as u8)))
+            .collect();
+        let sharing = db.items_for_sid(&codes);
+        println!("{item}: {codes:?} {}", tokens.concat());
+        if sharing.len() > 1 {
+            println!(
+                "shared with: {:?} (ascending id; a generated tuple yields them in this order)",
+                sharing
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sid_stats(db: &Db, json: bool) -> CliResult {
+    let s = db.sid_stats()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "table:           version {} ({})",
+        s.info.version, s.info.source
+    );
+    println!("fingerprint:     {}", s.info.fingerprint);
+    println!(
+        "shape:           {} levels x {} codes",
+        s.info.levels, s.info.codes
+    );
+    println!(
+        "items:           {} with codes, {} without",
+        s.items_with_codes, s.items_without_codes
+    );
+    println!(
+        "distinct tuples: {} (max {} items on one)",
+        s.distinct_tuples, s.max_items_per_tuple
+    );
+    println!("collision rate:  {:.4}", s.collision_rate);
+    let use_pct: Vec<String> = s
+        .codebook_use
+        .iter()
+        .map(|u| format!("{:.1}%", u * 100.0))
+        .collect();
+    println!("codebook use:    {}", use_pct.join(" "));
+    println!(
+        "trie memory:     {} bytes ({:.1} per coded item)",
+        s.trie_bytes,
+        s.trie_bytes as f64 / s.items_with_codes.max(1) as f64
+    );
+    if let Some(e) = s.mean_relative_error {
+        println!("quantization:    mean ||x - q(x)|| / ||x|| = {e:.4}");
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -77,6 +77,69 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Store behavioural item vectors sketched from the interactions (for tokenize).
+    Embed {
+        /// The vector name to write.
+        #[arg(long, default_value = "cf")]
+        name: String,
+        /// Dimension.
+        #[arg(long, default_value_t = 64)]
+        dim: usize,
+        /// Seed of the random projection.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Train semantic IDs (residual k-means) on a stored item vector: a new sid-table version.
+    Tokenize {
+        /// The item vector to quantize.
+        #[arg(long)]
+        vector: String,
+        /// Code levels.
+        #[arg(long, default_value_t = 4)]
+        levels: usize,
+        /// Codes per level.
+        #[arg(long, default_value_t = 256)]
+        codes: usize,
+        /// Lloyd iterations per level.
+        #[arg(long, default_value_t = 20)]
+        iterations: usize,
+        /// Seed of the k-means++ initialisation.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Plain nearest-code assignment at the last level (more collisions).
+        #[arg(long)]
+        no_balance: bool,
+        /// Worker threads (default: all cores; the result does not depend on it).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Print the table description as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The semantic ID of an item.
+    Sid {
+        /// The item's key.
+        item: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Collision rate, codebook use and quantization error of the current tokenization.
+    SidStats {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import a tokenization file or a LETTER *.index.json as a new sid-table version.
+    SidImport {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Export the current tokenization and every item's codes.
+    SidExport {
+        /// The file to write.
+        file: PathBuf,
+    },
     /// Time `recommend` over every user (warm cache): p50, p99 and mean latency.
     Latency {
         /// How many items per call.
