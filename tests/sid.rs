@@ -464,3 +464,19 @@ fn check_reports_an_item_that_lost_its_codes() {
         "{p:?}"
     );
 }
+
+#[test]
+fn quantize_previews_the_greedy_codes() {
+    let (_dir, db) = fresh();
+    catalog(&db, 120);
+    assert_eq!(db.quantize(&vector(3)).unwrap(), None, "no tokenization yet");
+    let mut o = small_opts();
+    o.balance_last_level = false;
+    db.tokenize(&o, None).unwrap();
+    // Unbalanced training codes are the greedy assignment of each training vector.
+    for i in [0usize, 17, 119] {
+        assert_eq!(db.quantize(&vector(i)).unwrap(), db.sid(&format!("i{i}")).unwrap());
+    }
+    let err = db.quantize(&[1.0, 2.0]).unwrap_err();
+    assert!(err.to_string().contains("dimension 2") && err.to_string().contains("dimension 8"), "{err}");
+}

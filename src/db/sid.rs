@@ -170,6 +170,27 @@ impl Db {
         Ok(SidInfo::of(&table))
     }
 
+    /// The codes the current codebooks give `vector` by plain greedy residual assignment (no
+    /// balancing, nothing stored); `None` without codebooks.
+    pub fn quantize(&self, vector: &[f32]) -> Result<Option<Vec<u16>>> {
+        let d = self.inner.derived.read();
+        let (Some(table), Some(search)) = (d.sid.as_deref(), d.sid_search.as_deref()) else {
+            return Ok(None);
+        };
+        let want = table.input_dim().unwrap_or(0);
+        if vector.len() != want {
+            return Err(Error::InvalidArgument(format!(
+                "the vector has dimension {}, the tokenization reads dimension {want}",
+                vector.len()
+            )));
+        }
+        let mut codes = vec![0u16; table.levels];
+        search
+            .assign(&table.encode_input(vector), &mut codes)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        Ok(Some(codes))
+    }
+
     /// The current tokenization, if any.
     pub fn sid_info(&self) -> Option<SidInfo> {
         self.inner.derived.read().sid.as_deref().map(SidInfo::of)
@@ -354,6 +375,7 @@ impl Db {
             // Items outside the table's content: codes from its codebooks, against the new trie.
             let staged = Derived {
                 sid: Some(table.clone()),
+                sid_search: crate::derived::prepare(&table)?,
                 trie,
                 ..Derived::default()
             };
@@ -364,7 +386,7 @@ impl Db {
             for (codes, id) in effects.trie_insert.drain(..) {
                 trie.insert(&codes, id);
             }
-            effects.new_sid = Some((table.clone(), trie));
+            effects.new_sid = Some((table.clone(), staged.sid_search.clone(), trie));
             Ok((SidInfo::of(&table), effects))
         })
     }

@@ -66,7 +66,7 @@ pub(super) fn assign_if_needed(
     let (Some(table), Some(x)) = (derived.sid.as_deref(), vector) else {
         return Ok(());
     };
-    let Some(codebooks) = &table.codebooks else {
+    let Some(search) = derived.sid_search.as_deref() else {
         return Ok(());
     };
     if codes_of(tx, id)?.is_some() {
@@ -75,7 +75,7 @@ pub(super) fn assign_if_needed(
     let input = table.encode_input(x);
     let mut codes = vec![0u16; table.levels];
     let invalid = |e: train::TrainError| Error::InvalidTokenization(e.to_string());
-    train::assign(codebooks, &input, &mut codes).map_err(invalid)?;
+    search.assign(&input, &mut codes).map_err(invalid)?;
     let (prefix, last) = codes.split_at(table.levels - 1);
     let prefix = prefix.to_vec();
     if table.balance_last_level {
@@ -85,7 +85,8 @@ pub(super) fn assign_if_needed(
             taken.extend(codes_here);
         }
         if taken.contains(&last[0]) {
-            train::assign_with(codebooks, &input, &mut codes, &|c| !taken.contains(&c))
+            search
+                .assign_with(&input, &mut codes, &|c| !taken.contains(&c))
                 .map_err(invalid)?;
         }
     }

@@ -17,6 +17,7 @@ pub(crate) use popularity::Popularity;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::sid::train::PreparedCodebooks;
 use crate::sid::{SidTable, Trie};
 use crate::store::keys;
 use crate::store::records::{self, ItemRecord};
@@ -34,6 +35,8 @@ pub(crate) struct Derived {
     pub kinds: Vec<String>,
     /// The current tokenization, if any.
     pub sid: Option<Arc<SidTable>>,
+    /// Its codebooks laid out for assignment (a pure function of `sid`).
+    pub sid_search: Option<Arc<PreparedCodebooks>>,
     /// The code tuples of live items (invariant 2: equals `sid_items`).
     pub trie: Trie,
 }
@@ -47,8 +50,8 @@ pub(crate) struct Effects {
     pub counts: Vec<(u64, u64)>,
     pub new_dims: Vec<(String, usize)>,
     pub kinds: Option<Vec<String>>,
-    /// A new tokenization with its complete trie (replaces both).
-    pub new_sid: Option<(Arc<SidTable>, Trie)>,
+    /// A new tokenization, its prepared codebooks and its complete trie (replaces all three).
+    pub new_sid: Option<(Arc<SidTable>, Option<Arc<PreparedCodebooks>>, Trie)>,
     /// (tuple, item) pairs added to / removed from the trie.
     pub trie_insert: Vec<(Vec<u16>, u64)>,
     pub trie_remove: Vec<(Vec<u16>, u64)>,
@@ -62,9 +65,20 @@ impl Default for Derived {
             dims: HashMap::new(),
             kinds: Vec::new(),
             sid: None,
+            sid_search: None,
             trie: Trie::new(0),
         }
     }
+}
+
+/// The search layout of a table's codebooks (`None` without codebooks).
+pub(crate) fn prepare(table: &SidTable) -> Result<Option<Arc<PreparedCodebooks>>> {
+    table
+        .codebooks
+        .as_ref()
+        .map(|cb| PreparedCodebooks::new(cb).map(Arc::new))
+        .transpose()
+        .map_err(|e| Error::InvalidTokenization(e.to_string()))
 }
 
 /// Builds the trie from `sid_items` (the stored truth of invariant 2).
@@ -136,7 +150,7 @@ impl Derived {
         if let Some(v) = store.get(TreeId::Meta, keys::META_SID_TABLE)? {
             let table = SidTable::decode(&v)?;
             d.trie = load_trie(store, table.levels)?;
-            d.sid = Some(Arc::new(table));
+            d.set_sid(Arc::new(table))?;
         }
         Ok(d)
     }
@@ -153,8 +167,9 @@ impl Derived {
         if let Some(kinds) = effects.kinds {
             self.kinds = kinds;
         }
-        if let Some((table, trie)) = effects.new_sid {
+        if let Some((table, search, trie)) = effects.new_sid {
             self.sid = Some(table);
+            self.sid_search = search;
             self.trie = trie;
         }
         for (codes, item) in effects.trie_remove {
@@ -163,6 +178,13 @@ impl Derived {
         for (codes, item) in effects.trie_insert {
             self.trie.insert(&codes, item);
         }
+    }
+
+    /// Installs `table` and its prepared codebooks.
+    pub(crate) fn set_sid(&mut self, table: Arc<SidTable>) -> Result<()> {
+        self.sid_search = prepare(&table)?;
+        self.sid = Some(table);
+        Ok(())
     }
 
     pub(crate) fn kind_name(&self, code: u32) -> Option<String> {

@@ -374,29 +374,86 @@ fn kmeans_pp(lv: &Level, rng: &mut ChaCha8Rng) -> Vec<f32> {
 /// residual (ties: lowest code). `out.len() == codebooks.levels`, `x.len() == codebooks.dim`
 /// (return an error, don't panic, if not). A NaN or infinite `x[col]` is refused as
 /// `NonFinite { row: 0, col }`; inconsistent codebooks as `BadCodebooks`.
+#[cfg(test)] // the database assigns through `PreparedCodebooks`
 pub fn assign(codebooks: &Codebooks, x: &[f32], out: &mut [u16]) -> Result<(), TrainError> {
-    assign_impl(codebooks, x, out, None)
+    let pre = PreparedCodebooks::new(codebooks)?;
+    assign_impl(&pre, x, out, None)
+}
+
+/// Codebooks with the search layout of every level built once, for assigning many vectors
+/// (the database keeps one per sid table, so a new item does not pay for the layout).
+pub struct PreparedCodebooks {
+    codebooks: Codebooks,
+    levels: Vec<Prepared>,
+}
+
+impl std::fmt::Debug for PreparedCodebooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedCodebooks")
+            .field("levels", &self.codebooks.levels)
+            .field("codes", &self.codebooks.codes)
+            .field("dim", &self.codebooks.dim)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for PreparedCodebooks {
+    fn eq(&self, other: &Self) -> bool {
+        // The layout is a pure function of the codebooks.
+        self.codebooks == other.codebooks
+    }
+}
+
+impl PreparedCodebooks {
+    /// Checks `codebooks` and builds the layout of every level.
+    pub fn new(codebooks: &Codebooks) -> Result<PreparedCodebooks, TrainError> {
+        codebooks.check()?;
+        let levels = (0..codebooks.levels)
+            .map(|l| Prepared::new(codebooks.level(l), codebooks.dim))
+            .collect();
+        Ok(PreparedCodebooks {
+            codebooks: codebooks.clone(),
+            levels,
+        })
+    }
+
+    /// [`assign`] with the prepared layout.
+    pub fn assign(&self, x: &[f32], out: &mut [u16]) -> Result<(), TrainError> {
+        assign_impl(self, x, out, None)
+    }
+
+    /// [`assign_with`] with the prepared layout.
+    pub fn assign_with(
+        &self,
+        x: &[f32],
+        out: &mut [u16],
+        last_ok: &dyn Fn(u16) -> bool,
+    ) -> Result<(), TrainError> {
+        assign_impl(self, x, out, Some(last_ok))
+    }
 }
 
 /// Like `assign`, but at the LAST level picks the nearest code c for which `last_ok(c)` is true
 /// (used to avoid creating a tuple that already names another item); if no code is ok, the
 /// nearest code. Same errors as `assign`.
+#[cfg(test)] // the database assigns through `PreparedCodebooks`
 pub fn assign_with(
     codebooks: &Codebooks,
     x: &[f32],
     out: &mut [u16],
     last_ok: &dyn Fn(u16) -> bool,
 ) -> Result<(), TrainError> {
-    assign_impl(codebooks, x, out, Some(last_ok))
+    let pre = PreparedCodebooks::new(codebooks)?;
+    assign_impl(&pre, x, out, Some(last_ok))
 }
 
 fn assign_impl(
-    cb: &Codebooks,
+    prepared: &PreparedCodebooks,
     x: &[f32],
     out: &mut [u16],
     last_ok: Option<&dyn Fn(u16) -> bool>,
 ) -> Result<(), TrainError> {
-    cb.check()?;
+    let cb = &prepared.codebooks;
     if x.len() != cb.dim {
         return Err(TrainError::DimMismatch {
             expected: cb.dim,
@@ -416,13 +473,18 @@ fn assign_impl(
     let mut r = x.to_vec();
     for (l, slot) in out.iter_mut().enumerate() {
         let cents = cb.level(l);
-        let pre = Prepared::new(cents, dim);
+        let Some(pre) = prepared.levels.get(l) else {
+            return Err(TrainError::LevelsMismatch {
+                expected: prepared.levels.len(),
+                actual: cb.levels,
+            });
+        };
         let last = l + 1 == cb.levels;
         let c = match last_ok {
             Some(ok) if last => {
-                nearest_where(&r, &pre, |c| ok(c as u16)).unwrap_or_else(|| nearest(&r, &pre))
+                nearest_where(&r, pre, |c| ok(c as u16)).unwrap_or_else(|| nearest(&r, pre))
             }
-            _ => nearest(&r, &pre),
+            _ => nearest(&r, pre),
         };
         *slot = c as u16; // c < codes <= 65536
         if !last {
