@@ -17,4 +17,8 @@ pub fn decode_records(bytes: &[u8]) {
     let _ = records::decode_vector(key, bytes, dim);
     let _ = crate::store::keys::parse_vector(bytes);
     let _ = crate::store::check_header_bytes(bytes);
+    let _ = records::decode_sid(key, bytes);
+    let _ = records::decode_sid_items(key, bytes);
+    let _ = crate::store::keys::parse_tuple(bytes);
+    let _ = crate::sid::SidTable::decode(bytes);
 }

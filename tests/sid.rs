@@ -480,3 +480,38 @@ fn quantize_previews_the_greedy_codes() {
     let err = db.quantize(&[1.0, 2.0]).unwrap_err();
     assert!(err.to_string().contains("dimension 2") && err.to_string().contains("dimension 8"), "{err}");
 }
+
+#[test]
+fn an_imported_encoder_runs_before_quantization() {
+    // Encoder: one layer 8 -> 2 that keeps components 0 and 1 of the item vector, then ReLU-free
+    // output. Codebooks in 2-d: level 0 has codes at (0,0), (10,0), (0,10), (10,10); level 1
+    // refines by +-1. An item vector whose first two components are (9, 1) must get code 1 at
+    // level 0 whatever its other six components say.
+    let files = tempdir();
+    let (_dir, db) = fresh();
+    catalog(&db, 4);
+    let mut weight = vec![0.0f32; 2 * 8];
+    weight[0] = 1.0; // output 0 <- input 0
+    weight[8 + 1] = 1.0; // output 1 <- input 1
+    let cb = [0.0, 0.0, 10.0, 0.0, 0.0, 10.0, 10.0, 10.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0, -1.0, -1.0];
+    let file = serde_json::json!({
+        "format": "convergedb.tokenization", "format_version": 1, "levels": 2, "codes": 4,
+        "vector": "emb", "dim": 2, "codebooks": cb,
+        "encoder": {"layers": [{"input": 8, "output": 2, "weight": weight, "bias": [0.0, 0.0]}]},
+        "items": {"i0": [0, 0]},
+    });
+    let path = files.path().join("enc.json");
+    std::fs::write(&path, file.to_string()).unwrap();
+    let info = db.import_tokenization(&path).unwrap();
+    assert!(info.has_encoder && info.has_codebooks);
+    assert_eq!(info.dim, Some(8), "the table reads the 8-d item vector");
+    let mut x = vec![100.0f32; 8];
+    x[0] = 9.0;
+    x[1] = 1.0;
+    // Residual after (10, 0) is (-1, 1): nearest level-1 code is (0, 1) = code 2.
+    assert_eq!(db.quantize(&x).unwrap(), Some(vec![1, 2]));
+    db.put_items(&[Item::new("enc").vector("emb", x)]).unwrap();
+    assert_eq!(db.sid("enc").unwrap(), Some(vec![1, 2]));
+    assert_eq!(db.sid("i0").unwrap(), Some(vec![0, 0]), "file codes are kept as given");
+    assert_clean(&db);
+}
