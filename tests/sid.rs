@@ -469,16 +469,26 @@ fn check_reports_an_item_that_lost_its_codes() {
 fn quantize_previews_the_greedy_codes() {
     let (_dir, db) = fresh();
     catalog(&db, 120);
-    assert_eq!(db.quantize(&vector(3)).unwrap(), None, "no tokenization yet");
+    assert_eq!(
+        db.quantize(&vector(3)).unwrap(),
+        None,
+        "no tokenization yet"
+    );
     let mut o = small_opts();
     o.balance_last_level = false;
     db.tokenize(&o, None).unwrap();
     // Unbalanced training codes are the greedy assignment of each training vector.
     for i in [0usize, 17, 119] {
-        assert_eq!(db.quantize(&vector(i)).unwrap(), db.sid(&format!("i{i}")).unwrap());
+        assert_eq!(
+            db.quantize(&vector(i)).unwrap(),
+            db.sid(&format!("i{i}")).unwrap()
+        );
     }
     let err = db.quantize(&[1.0, 2.0]).unwrap_err();
-    assert!(err.to_string().contains("dimension 2") && err.to_string().contains("dimension 8"), "{err}");
+    assert!(
+        err.to_string().contains("dimension 2") && err.to_string().contains("dimension 8"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -493,7 +503,9 @@ fn an_imported_encoder_runs_before_quantization() {
     let mut weight = vec![0.0f32; 2 * 8];
     weight[0] = 1.0; // output 0 <- input 0
     weight[8 + 1] = 1.0; // output 1 <- input 1
-    let cb = [0.0, 0.0, 10.0, 0.0, 0.0, 10.0, 10.0, 10.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0, -1.0, -1.0];
+    let cb = [
+        0.0, 0.0, 10.0, 0.0, 0.0, 10.0, 10.0, 10.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0, -1.0, -1.0,
+    ];
     let file = serde_json::json!({
         "format": "convergedb.tokenization", "format_version": 1, "levels": 2, "codes": 4,
         "vector": "emb", "dim": 2, "codebooks": cb,
@@ -512,6 +524,10 @@ fn an_imported_encoder_runs_before_quantization() {
     assert_eq!(db.quantize(&x).unwrap(), Some(vec![1, 2]));
     db.put_items(&[Item::new("enc").vector("emb", x)]).unwrap();
     assert_eq!(db.sid("enc").unwrap(), Some(vec![1, 2]));
-    assert_eq!(db.sid("i0").unwrap(), Some(vec![0, 0]), "file codes are kept as given");
+    assert_eq!(
+        db.sid("i0").unwrap(),
+        Some(vec![0, 0]),
+        "file codes are kept as given"
+    );
     assert_clean(&db);
 }
