@@ -23,6 +23,7 @@ mod config;
 mod db;
 mod derived;
 mod error;
+mod ffi;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;

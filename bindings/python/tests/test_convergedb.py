@@ -1,0 +1,154 @@
+"""Tests of the ctypes wrapper (run: python3 -m pytest -q bindings/python/tests)."""
+
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import convergedb  # noqa: E402
+from convergedb import ConvergedbError, Database  # noqa: E402
+
+ITEMS = [
+    {"key": "m1", "title": "Toy Story", "attributes": {"year": "1995"}, "vectors": {"v": [1, 0, 0]}},
+    {"key": "m2", "title": "Heat", "vectors": {"v": [0.9, 0.1, 0]}},
+    {"key": "m3", "title": "Casino", "vectors": {"v": [0, 1, 0]}},
+    {"key": "m4", "title": "Fargo", "vectors": {"v": [0, 0, 1]}},
+]
+
+
+@pytest.fixture
+def db(tmp_path):
+    with Database(tmp_path / "db", durability="sync") as d:
+        d.put_items(ITEMS)
+        d.record_many([
+            {"user": "bob", "item": "m2", "timestamp": 1},
+            {"user": "carol", "item": "m2", "timestamp": 2},
+            {"user": "carol", "item": "m3", "timestamp": 3},
+        ])
+        yield d
+
+
+def test_version():
+    assert convergedb.version() == "0.1.0"
+
+
+def test_put_record_recommend_history(db):
+    db.put_item("m5", "Alien", "in space", attributes={"year": "1979"}, vectors={"v": [1, 1, 0]})
+    assert db.get_item("m5")["attributes"] == {"year": "1979"}
+    db.record("alice", "m1", 10, kind="view")
+    db.record("alice", "m3", 11)
+    rec = db.recommend("alice", 2)
+    assert rec.source == "popularity"
+    assert rec.keys == ["m2", "m4"] or rec.keys[0] == "m2"
+    assert rec.items[0] == ("m2", 2.0)
+    assert "m1" not in rec.keys and "m3" not in rec.keys
+    hist = db.history("alice")
+    assert [e["item"] for e in hist["entries"]] == ["m1", "m3"]
+    assert hist["entries"][0]["kind"] == "view"
+
+
+def test_stats_and_check(db):
+    stats = db.stats()
+    assert stats["items"] == 4
+    assert stats["interactions"] == 3
+    assert stats["durability"] == "sync"
+    report = db.check()
+    assert report["clean"] and report["problems"] == []
+
+
+def test_delete(db):
+    db.delete_item("m2")
+    assert "m2" not in db.recommend("zoe", 10).keys
+    with pytest.raises(convergedb.DeletedItemError):
+        db.delete_item("m2")
+    with pytest.raises(convergedb.UnknownItemError):
+        db.get_item("m2")
+
+
+def test_semantic_ids(db, tmp_path):
+    db.tokenize("v", levels=2, codes=2, seed=7)
+    codes = db.sid("m1")
+    assert len(codes) == 2
+    assert codes[0] in db.allowed_next()
+    assert codes[1] in db.allowed_next(codes[:1])
+    assert db.allowed_next(codes) == []
+    path = tmp_path / "sid.json"
+    db.sid_export(path)
+    db.sid_import(path)
+    with pytest.raises(convergedb.UnknownItemError):
+        db.sid("nope")
+
+
+def test_errors(db):
+    with pytest.raises(convergedb.InvalidKError) as e:
+        db.recommend("alice", 0)
+    assert e.value.status == 14 and e.value.name == "INVALID_K"
+    assert "k = 0" in e.value.message
+    with pytest.raises(convergedb.InvalidKError):
+        db.recommend("alice", 2**64 - 1)
+    with pytest.raises(convergedb.EmptyKeyError):
+        db.put_item("")
+    with pytest.raises(convergedb.TooLongError):
+        db.put_item("x" * 600)
+    with pytest.raises(convergedb.InvalidUtf8Error):
+        db.put_item(b"\xff\xfe")
+    with pytest.raises(convergedb.UnknownUserError):
+        db.history("nobody")
+    with pytest.raises(convergedb.UnknownItemError):
+        db.record("alice", "nope", 1)
+    with pytest.raises(convergedb.VectorDimensionError):
+        db.put_item("m9", vectors={"v": [1.0]})
+    with pytest.raises(convergedb.DuplicateInBatchError):
+        db.put_items([{"key": "a"}, {"key": "a"}])
+    with pytest.raises(convergedb.InvalidTokenizationError):
+        db.tokenize("nope")
+    with pytest.raises(convergedb.InvalidArgumentError):
+        db.record("alice", "m1", 1, weight=float("nan"))
+    assert issubclass(convergedb.ClosedError, ConvergedbError)
+
+
+def test_use_after_close(tmp_path):
+    db = Database(tmp_path / "db")
+    db.put_item("a")
+    db.close()
+    db.close()  # idempotent in Python
+    for call in (lambda: db.recommend("u", 5), lambda: db.stats(), lambda: db.put_item("b"),
+                 lambda: db.history("u"), lambda: db.flush(), lambda: db.sid("a")):
+        with pytest.raises(convergedb.ClosedError):
+            call()
+
+
+def test_in_use_and_reopen(tmp_path):
+    path = tmp_path / "db"
+    with Database(path) as db:
+        db.put_item("a", "A")
+        with pytest.raises(convergedb.InUseError):
+            Database(path)
+    with Database(path, create_if_missing=False) as db:
+        assert db.get_item("a")["title"] == "A"
+    with pytest.raises(convergedb.NotADatabaseError):
+        Database(tmp_path / "missing", create_if_missing=False)
+
+
+def test_threads(db):
+    errors = []
+
+    def work(t):
+        try:
+            for i in range(20):
+                db.record("t%d" % t, "m%d" % (1 + (t + i) % 4), i)
+                db.recommend("t%d" % t, 3)
+        except ConvergedbError as e:  # pragma: no cover
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    assert db.stats()["interactions"] == 3 + 8 * 20
+    assert db.check()["clean"]
