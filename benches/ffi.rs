@@ -5,6 +5,8 @@
 
 use std::ffi::{c_char, c_void, CString};
 
+mod common;
+
 use convergedb::{Config, Interaction, Item};
 use criterion::{criterion_group, criterion_main, Criterion};
 
@@ -18,19 +20,6 @@ extern "C" {
     ) -> i32;
     fn convergedb_recommendation_free(rec: *mut c_void);
     fn convergedb_db_free(db: *mut c_void);
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("readdir") {
-        let e = e.expect("entry");
-        let target = to.join(e.file_name());
-        if e.metadata().expect("meta").is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).expect("copy");
-        }
-    }
 }
 
 fn ffi(c: &mut Criterion) {
@@ -52,7 +41,7 @@ fn ffi(c: &mut Criterion) {
         db.record_interactions(&events).expect("events");
         db.close().expect("close");
     }
-    copy_dir(&a, &b);
+    common::copy_dir(&a, &b).expect("copy the database");
     let rust = Config::new(&a).open().expect("open rust copy");
     let path = CString::new(b.to_str().expect("utf-8 path")).expect("path");
     let mut handle: *mut c_void = std::ptr::null_mut();

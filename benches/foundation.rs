@@ -8,6 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::copy_dir;
 use convergedb::import::{self, ImportOptions};
 use convergedb::{Config, Db, Durability};
 use serde_json::json;
@@ -237,20 +240,6 @@ fn dir_size(dir: &Path) -> std::io::Result<(u64, u64)> {
         }
     }
     Ok((apparent, allocated))
-}
-
-fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.metadata()?.is_dir() {
-            copy_dir(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), target)?;
-        }
-    }
-    Ok(())
 }
 
 fn rss_probe(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {

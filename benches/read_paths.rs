@@ -5,6 +5,8 @@
 use convergedb::{Config, Interaction, Item};
 use criterion::{criterion_group, criterion_main, Criterion};
 
+mod common;
+
 const ITEMS: usize = 2_000;
 const USERS: usize = 1_000;
 const PER_USER: usize = 60;
@@ -39,20 +41,7 @@ fn setup() -> (tempfile::TempDir, convergedb::Db, sled::Tree, Vec<String>) {
         db.close().expect("close");
     }
     let copy = dir.path().join("raw");
-    std::fs::create_dir_all(&copy).expect("mkdir");
-    for e in std::fs::read_dir(&db_path).expect("readdir") {
-        let e = e.expect("entry");
-        if e.metadata().expect("meta").is_file() {
-            std::fs::copy(e.path(), copy.join(e.file_name())).expect("copy");
-        } else {
-            let sub = copy.join(e.file_name());
-            std::fs::create_dir_all(&sub).expect("mkdir");
-            for f in std::fs::read_dir(e.path()).expect("readdir") {
-                let f = f.expect("entry");
-                std::fs::copy(f.path(), sub.join(f.file_name())).expect("copy");
-            }
-        }
-    }
+    common::copy_dir(&db_path, &copy).expect("copy the database");
     let db = Config::new(&db_path).open().expect("reopen");
     let raw = sled::open(&copy)
         .expect("raw")
