@@ -123,6 +123,11 @@ fn new_items_get_codes_and_codes_are_stable_within_a_version() {
     // A new version re-assigns everything and bumps the version.
     let v2 = db.tokenize(&small_opts(), None).unwrap();
     assert_eq!(v2.version, v1.version + 1);
+    assert_eq!(
+        db.stats().unwrap().sid,
+        Some(v2.clone()),
+        "stats names the current table"
+    );
     assert_clean(&db);
 }
 

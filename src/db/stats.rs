@@ -34,6 +34,8 @@ pub struct Stats {
     pub durability: Durability,
     /// `Some(reason)` when the handle is poisoned.
     pub poisoned: Option<String>,
+    /// The current tokenization (sid table), if any.
+    pub sid: Option<crate::SidInfo>,
 }
 
 impl Db {
@@ -54,6 +56,7 @@ impl Db {
             format_version: FORMAT_VERSION,
             durability: self.inner.config.durability,
             poisoned: self.inner.poison.reason(),
+            sid: derived.sid.as_deref().map(crate::SidInfo::of),
         })
     }
 

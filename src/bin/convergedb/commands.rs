@@ -166,6 +166,13 @@ fn stats(db: &Db, json: bool) -> CliResult {
         println!("kinds:         {:?}", s.kinds);
         println!("disk:          {} bytes", s.disk_bytes);
         println!("format:        v{}", s.format_version);
+        match &s.sid {
+            Some(sid) => println!(
+                "sid table:     version {}, {} levels x {} codes, fingerprint {}",
+                sid.version, sid.levels, sid.codes, sid.fingerprint
+            ),
+            None => println!("sid table:     none (run tokenize or sid-import)"),
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
