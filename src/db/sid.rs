@@ -227,9 +227,21 @@ impl Db {
     /// Collision rate, codebook use and quantization error of the current tokenization.
     pub fn sid_stats(&self) -> Result<SidStats> {
         self.inner.poison.check()?;
-        let derived = self.inner.derived.read();
-        let table = derived.sid.clone().ok_or_else(no_table)?;
-        let pairs = derived.trie.pairs();
+        // Snapshot what is needed, then release the lock: the vector reads below may be many.
+        let (table, pairs, coded, tuples, live, trie_bytes) = {
+            let derived = self.inner.derived.read();
+            let table = derived.sid.clone().ok_or_else(no_table)?;
+            let live = derived.catalog.iter().filter(|(_, m)| m.live).count() as u64;
+            let t = &derived.trie;
+            (
+                table,
+                t.pairs(),
+                t.item_count() as u64,
+                t.tuple_count() as u64,
+                live,
+                t.heap_bytes() as u64,
+            )
+        };
         let mut per_tuple: BTreeMap<&[u16], u64> = BTreeMap::new();
         let mut used = vec![std::collections::HashSet::new(); table.levels];
         for (codes, _) in &pairs {
@@ -238,10 +250,8 @@ impl Db {
                 used[l].insert(*c);
             }
         }
-        let coded = derived.trie.item_count() as u64;
-        debug_assert_eq!(per_tuple.len(), derived.trie.tuple_count());
+        debug_assert_eq!(per_tuple.len() as u64, tuples);
         let colliding: u64 = per_tuple.values().filter(|n| **n > 1).sum();
-        let live = derived.catalog.iter().filter(|(_, m)| m.live).count() as u64;
         let mean_relative_error = match (&table.codebooks, &table.vector) {
             (Some(cb), Some(name)) => {
                 let dim = table.input_dim().unwrap_or(0);
@@ -276,7 +286,7 @@ impl Db {
             info: SidInfo::of(&table),
             items_with_codes: coded,
             items_without_codes: live.saturating_sub(coded),
-            distinct_tuples: per_tuple.len() as u64,
+            distinct_tuples: tuples,
             collision_rate: if coded == 0 {
                 0.0
             } else {
@@ -288,7 +298,7 @@ impl Db {
                 .map(|u| u.len() as f64 / table.codes as f64)
                 .collect(),
             mean_relative_error,
-            trie_bytes: derived.trie.heap_bytes() as u64,
+            trie_bytes,
         })
     }
 
