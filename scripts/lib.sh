@@ -40,3 +40,35 @@ PY
   fi
   printf '%s\n' "$dir"
 }
+
+ORT_VERSION="1.32.0"
+
+# Fetches the ONNX Runtime shared library from the PyPI wheel onnxruntime==$ORT_VERSION (once).
+# Prints the library path. The database loads it at run time (ort's load-dynamic); the path is
+# also what ORT_DYLIB_PATH should name.
+ort_lib() {
+  local dest="$CACHE/onnxruntime-$ORT_VERSION"
+  local lib="$dest/libonnxruntime.so.$ORT_VERSION"
+  if [ ! -f "$lib" ]; then
+    need python3 "Debian: apt-get install python3 python3-pip"
+    mkdir -p "$CACHE/wheels" "$dest"
+    say "fetching onnxruntime==$ORT_VERSION from PyPI (the ONNX Runtime library ships inside it)"
+    python3 -m pip download --quiet --no-deps --disable-pip-version-check --only-binary=:all: \
+      --platform manylinux_2_28_x86_64 --python-version 3.11 \
+      -d "$CACHE/wheels" "onnxruntime==$ORT_VERSION" >&2
+    python3 - "$CACHE/wheels" "$ORT_VERSION" "$lib" <<'PY'
+import glob, sys, zipfile
+wheels, version, out = sys.argv[1], sys.argv[2], sys.argv[3]
+found = glob.glob(f"{wheels}/onnxruntime-{version}-*.whl")
+if not found:
+    sys.exit("error: the onnxruntime wheel was not downloaded")
+name = f"onnxruntime/capi/libonnxruntime.so.{version}"
+with zipfile.ZipFile(found[0]) as z:
+    with z.open(name) as src, open(out + ".part", "wb") as dst:
+        dst.write(src.read())
+import os
+os.replace(out + ".part", out)
+PY
+  fi
+  printf '%s\n' "$lib"
+}

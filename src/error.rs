@@ -177,6 +177,59 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    // ---- the model ----
+    /// The ONNX Runtime library is missing, is not ONNX Runtime, or is too old.
+    #[error("ONNX Runtime library {path}: {reason}")]
+    OrtLibrary {
+        /// The library path tried (empty when none could be found).
+        path: PathBuf,
+        /// What went wrong and what to do.
+        reason: String,
+    },
+    /// A model bundle is malformed: a missing or unreadable file, a bad manifest, a checksum
+    /// mismatch, a tokenizer without the ID tokens, a graph without a required input.
+    #[error("model bundle {path}: {reason}")]
+    InvalidBundle {
+        /// The bundle folder (or the file inside it).
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The bundle was trained on another tokenization than the database's current one.
+    #[error("model bundle {path} was trained on tokenization {bundle} but this database's current tokenization is {database}: import the bundle's tokenization.json (convergedb sid-import) or use a bundle trained on this database's tokenization")]
+    ForeignTokenization {
+        /// The bundle folder.
+        path: PathBuf,
+        /// The bundle's sid fingerprint.
+        bundle: String,
+        /// The database's current fingerprint (`none` without a tokenization).
+        database: String,
+    },
+    /// No model is attached: call `Db::attach_model` first.
+    #[error("no model is attached to this database: attach a bundle first (Db::attach_model, or --model DIR on the command line)")]
+    NoModel,
+    /// A history given for generation is longer than the model accepts.
+    #[error("history of {len} items is longer than the model's maximum of {max}: pass the most recent {max} items")]
+    HistoryTooLong {
+        /// Items given.
+        len: usize,
+        /// The bundle's `prompt.max_history`.
+        max: usize,
+    },
+    /// A rendered prompt does not fit the model's positions.
+    #[error("prompt of {tokens} tokens does not fit the model ({max} positions, {levels} of them for the answer)")]
+    PromptTooLong {
+        /// Prompt tokens.
+        tokens: usize,
+        /// The graph's `max_positions`.
+        max: usize,
+        /// ID tokens generated after the prompt.
+        levels: usize,
+    },
+    /// ONNX Runtime failed while running the model (or while creating a session).
+    #[error("ONNX Runtime: {0}")]
+    Inference(String),
+
     // ---- the handle ----
     /// A write failed part-way (for example a flush error): the handle no longer trusts its
     /// in-memory state. Close it and reopen the database.

@@ -30,6 +30,7 @@ pub mod fuzzing;
 pub mod import;
 mod interaction;
 mod item;
+pub mod model;
 mod recommendation;
 mod sid;
 mod store;
@@ -39,6 +40,7 @@ pub use db::{CheckReport, Db, Stats, TokenizeProgress};
 pub use error::{Error, Result};
 pub use interaction::{History, HistoryEntry, Interaction};
 pub use item::Item;
+pub use model::{ExecutionProvider, ModelInfo, ModelOptions};
 pub use recommendation::{Recommendation, ScoredItem, Source};
 pub use sid::{
     Encoder, EncoderLayer, SidInfo, SidStats, TokenizeOptions, TrainProgress, MAX_CODES, MAX_LEVELS,

@@ -7,6 +7,9 @@
 pub enum Source {
     /// The most-interacted live items, excluding the user's own history.
     Popularity,
+    /// The attached LLM, by trie-constrained beam search over the user's history; scores are
+    /// log-probabilities of the item's semantic ID.
+    Model,
 }
 
 /// A ranked list of items for one user, with the source that produced it and its stamps.

@@ -439,7 +439,7 @@ mod tests {
         opts.codes = 4;
         db.tokenize(&opts, None).unwrap();
         assert!(db.check().unwrap().is_clean());
-        db.inner.derived.write().trie.insert(&[3, 3], 999);
+        std::sync::Arc::make_mut(&mut db.inner.derived.write().trie).insert(&[3, 3], 999);
         let report = db.check().unwrap();
         assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
         assert!(

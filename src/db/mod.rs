@@ -11,6 +11,7 @@
 
 mod check;
 mod embed;
+mod generate;
 mod interactions;
 mod items;
 mod poison;
@@ -51,6 +52,8 @@ struct Inner {
     derived: RwLock<Derived>,
     writer: Mutex<()>,
     poison: Poison,
+    /// The attached model bundle, if any.
+    model: RwLock<Option<Arc<crate::model::Model>>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -74,6 +77,7 @@ impl Db {
                 derived: RwLock::new(derived),
                 writer: Mutex::new(()),
                 poison: Poison::default(),
+                model: RwLock::new(None),
             }),
         };
         db.declare_vectors()?;

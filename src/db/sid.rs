@@ -386,13 +386,13 @@ impl Db {
             let staged = Derived {
                 sid: Some(table.clone()),
                 sid_search: crate::derived::prepare(&table)?,
-                trie,
+                trie: std::sync::Arc::new(trie),
                 ..Derived::default()
             };
             let mut pending = Pending::new();
             let mut effects = Effects::default();
             assign_uncovered(tx, &staged, &mut pending, &mut effects, &uncovered)?;
-            let mut trie = staged.trie;
+            let mut trie = std::sync::Arc::unwrap_or_clone(staged.trie);
             for (codes, id) in effects.trie_insert.drain(..) {
                 trie.insert(&codes, id);
             }

@@ -36,6 +36,9 @@ pub struct Stats {
     pub poisoned: Option<String>,
     /// The current tokenization (sid table), if any.
     pub sid: Option<crate::SidInfo>,
+    /// The attached model: its id, the ONNX Runtime library version and the execution provider
+    /// in use.
+    pub model: Option<crate::ModelInfo>,
 }
 
 impl Db {
@@ -57,6 +60,7 @@ impl Db {
             durability: self.inner.config.durability,
             poisoned: self.inner.poison.reason(),
             sid: derived.sid.as_deref().map(crate::SidInfo::of),
+            model: self.model_info(),
         })
     }
 

@@ -37,8 +37,9 @@ pub(crate) struct Derived {
     pub sid: Option<Arc<SidTable>>,
     /// Its codebooks laid out for assignment (a pure function of `sid`).
     pub sid_search: Option<Arc<PreparedCodebooks>>,
-    /// The code tuples of live items (invariant 2: equals `sid_items`).
-    pub trie: Trie,
+    /// The code tuples of live items (invariant 2: equals `sid_items`). Shared copy-on-write:
+    /// generation holds a snapshot while writers go on.
+    pub trie: Arc<Trie>,
 }
 
 /// What one committed write changes in the derived state.
@@ -66,7 +67,7 @@ impl Default for Derived {
             kinds: Vec::new(),
             sid: None,
             sid_search: None,
-            trie: Trie::new(0),
+            trie: Arc::new(Trie::new(0)),
         }
     }
 }
@@ -149,7 +150,7 @@ impl Derived {
         }
         if let Some(v) = store.get(TreeId::Meta, keys::META_SID_TABLE)? {
             let table = SidTable::decode(&v)?;
-            d.trie = load_trie(store, table.levels)?;
+            d.trie = Arc::new(load_trie(store, table.levels)?);
             d.set_sid(Arc::new(table))?;
         }
         Ok(d)
@@ -170,13 +171,13 @@ impl Derived {
         if let Some((table, search, trie)) = effects.new_sid {
             self.sid = Some(table);
             self.sid_search = search;
-            self.trie = trie;
+            self.trie = Arc::new(trie);
         }
         for (codes, item) in effects.trie_remove {
-            self.trie.remove(&codes, item);
+            Arc::make_mut(&mut self.trie).remove(&codes, item);
         }
         for (codes, item) in effects.trie_insert {
-            self.trie.insert(&codes, item);
+            Arc::make_mut(&mut self.trie).insert(&codes, item);
         }
     }
 

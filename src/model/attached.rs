@@ -1,0 +1,143 @@
+//! An attached model: the validated bundle, its prompter and a pool of sessions.
+
+use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
+
+use super::beam::{self, Answer, Request, TokenLayout};
+use super::bundle::Bundle;
+use super::library::{self, Runtime};
+use super::manifest::Manifest;
+use super::options::{ExecutionProvider, ModelOptions};
+use super::prompt::Prompter;
+use super::scorer::OrtScorer;
+use super::session::{self, LmSession};
+use crate::sid::Trie;
+use crate::Result;
+
+/// What is attached: reported by `Db::model_info` and `stats()`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ModelInfo {
+    /// The bundle's model id (stamped on generated lists).
+    pub model_id: String,
+    /// The bundle folder.
+    pub bundle: PathBuf,
+    /// The dataset the bundle names (informative).
+    pub dataset: Option<String>,
+    /// The sid-table fingerprint the model was trained on.
+    pub sid_fingerprint: String,
+    /// The ONNX Runtime library in use and its version.
+    pub ort_library: PathBuf,
+    /// ONNX Runtime version of that library.
+    pub ort_version: String,
+    /// The execution provider in use (registered with `error_on_failure`, so this is what runs).
+    pub provider: ExecutionProvider,
+    /// Whether decoding uses the graph's KV cache.
+    pub kv_cache: bool,
+    /// Beams kept per level.
+    pub beam_width: usize,
+    /// Users per model run.
+    pub max_batch: usize,
+    /// ONNX Runtime intra-op threads per session (0 = its default).
+    pub intra_threads: usize,
+    /// History items a prompt shows at most.
+    pub max_history: usize,
+    /// Sessions created so far (one per concurrent caller or worker).
+    pub sessions: usize,
+}
+
+pub(crate) struct Model {
+    info: Mutex<ModelInfo>,
+    pub manifest: Manifest,
+    pub prompter: Prompter,
+    onnx: PathBuf,
+    options: ModelOptions,
+    runtime: &'static Runtime,
+    pool: Mutex<Vec<LmSession>>,
+}
+
+impl Model {
+    /// Validates the bundle, loads ONNX Runtime and builds a first session (which checks the
+    /// graph).
+    pub fn load(dir: &Path, options: ModelOptions) -> Result<Model> {
+        options.validate()?;
+        let bundle = Bundle::open(dir)?;
+        let runtime = library::load(options.ort_library.as_deref())?;
+        let first = session::open(runtime, &bundle.onnx_path, &bundle.manifest, &options)?;
+        let info = ModelInfo {
+            model_id: bundle.manifest.model_id.clone(),
+            bundle: bundle.dir.clone(),
+            dataset: bundle.manifest.dataset.clone(),
+            sid_fingerprint: bundle.manifest.sid.fingerprint.clone(),
+            ort_library: runtime.path.clone(),
+            ort_version: runtime.version.clone(),
+            provider: options.provider,
+            kv_cache: options.use_kv_cache && first.has_cache,
+            beam_width: options.beam_width,
+            max_batch: options.max_batch,
+            intra_threads: options.intra_threads,
+            max_history: bundle.manifest.prompt.max_history,
+            sessions: 1,
+        };
+        Ok(Model {
+            info: Mutex::new(info),
+            prompter: Prompter::new(&bundle.manifest, bundle.tokenizer),
+            manifest: bundle.manifest,
+            onnx: bundle.onnx_path,
+            options,
+            runtime,
+            pool: Mutex::new(vec![first]),
+        })
+    }
+
+    pub fn info(&self) -> ModelInfo {
+        self.info.lock().clone()
+    }
+
+    pub fn fingerprint(&self) -> &str {
+        &self.manifest.sid.fingerprint
+    }
+
+    /// A session for one caller: from the pool, or a new one.
+    pub fn take_session(&self) -> Result<LmSession> {
+        if let Some(s) = self.pool.lock().pop() {
+            return Ok(s);
+        }
+        let s = session::open(self.runtime, &self.onnx, &self.manifest, &self.options)?;
+        self.info.lock().sessions += 1;
+        Ok(s)
+    }
+
+    pub fn return_session(&self, s: LmSession) {
+        self.pool.lock().push(s);
+    }
+
+    /// Runs the constrained search for `requests` on `session`, in batches of `max_batch`.
+    pub fn run(
+        &self,
+        session: &mut LmSession,
+        trie: &Trie,
+        requests: &[Request<'_>],
+    ) -> Result<Vec<Answer>> {
+        let layout = TokenLayout {
+            first_token_id: self.manifest.sid.first_token_id,
+            codes: self.manifest.sid.codes,
+        };
+        let mut out = Vec::with_capacity(requests.len());
+        for chunk in requests.chunks(self.options.max_batch) {
+            let mut scorer = OrtScorer::new(
+                session,
+                self.options.use_kv_cache,
+                i64::from(self.manifest.special_tokens.pad),
+            );
+            out.extend(beam::search(
+                &mut scorer,
+                trie,
+                layout,
+                self.options.beam_width,
+                chunk,
+            )?);
+        }
+        Ok(out)
+    }
+}

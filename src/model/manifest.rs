@@ -1,0 +1,189 @@
+//! `manifest.json` of a model bundle (docs/model-bundle.md, "The model bundle").
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// Largest manifest accepted (bytes): the manifest is small; a huge file is not one.
+pub(crate) const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The parsed manifest. Unknown fields are ignored (the `training` block is informative).
+#[derive(Clone, Debug, Deserialize)]
+pub(crate) struct Manifest {
+    pub format: String,
+    pub format_version: u32,
+    pub model_id: String,
+    #[serde(default)]
+    pub dataset: Option<String>,
+    pub files: Files,
+    #[serde(default)]
+    pub sha256: BTreeMap<String, String>,
+    pub sid: SidTokens,
+    pub special_tokens: Specials,
+    pub prompt: Prompt,
+    pub graph: Graph,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub(crate) struct Files {
+    pub onnx: String,
+    pub tokenizer: String,
+    pub tokenization: String,
+    #[serde(default)]
+    #[allow(dead_code)] // for tools that set a database up from the bundle
+    pub items: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)] // read by the parity tests
+    pub test_vectors: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub(crate) struct SidTokens {
+    pub levels: usize,
+    pub codes: usize,
+    pub fingerprint: String,
+    pub token_format: String,
+    pub first_token_id: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub(crate) struct Specials {
+    pub bos: u32,
+    pub eos: u32,
+    pub pad: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub(crate) struct Prompt {
+    pub templates: BTreeMap<String, String>,
+    pub serving_template: String,
+    pub item_separator: String,
+    pub max_history: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub(crate) struct Graph {
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub head_dim: usize,
+    pub vocab_size: usize,
+    pub kv_cache: bool,
+    pub max_positions: usize,
+}
+
+/// The only manifest format this build reads.
+pub(crate) const FORMAT: &str = "convergedb.bundle";
+/// The manifest format version this build reads.
+pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The ID-token spelling the bundle format fixes.
+pub(crate) const TOKEN_FORMAT: &str = "<{letter}_{code}>";
+
+impl Manifest {
+    /// Checks every field that does not need the other files. `Err` is the reason.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.format != FORMAT {
+            return Err(format!("format is {:?}, expected {FORMAT:?}", self.format));
+        }
+        if self.format_version != FORMAT_VERSION {
+            return Err(format!(
+                "format_version {} is not supported (this build reads {FORMAT_VERSION})",
+                self.format_version
+            ));
+        }
+        if self.model_id.is_empty() || self.model_id.len() > 128 {
+            return Err("model_id must be 1 to 128 bytes".into());
+        }
+        let sid = &self.sid;
+        if !(1..=crate::MAX_LEVELS).contains(&sid.levels) || sid.levels > 26 {
+            return Err(format!("sid.levels {} is out of range 1..=8", sid.levels));
+        }
+        if !(2..=crate::MAX_CODES).contains(&sid.codes) {
+            return Err(format!("sid.codes {} is out of range 2..=65536", sid.codes));
+        }
+        if sid.token_format != TOKEN_FORMAT {
+            return Err(format!(
+                "sid.token_format {:?} is not supported (expected {TOKEN_FORMAT:?})",
+                sid.token_format
+            ));
+        }
+        if sid.fingerprint.len() != 64 || !sid.fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("sid.fingerprint must be 64 hex digits (a SHA-256)".into());
+        }
+        let g = &self.graph;
+        let id_end = sid.first_token_id as usize + sid.levels * sid.codes;
+        if id_end > g.vocab_size {
+            return Err(format!(
+                "the ID tokens end at id {id_end}, past graph.vocab_size {}",
+                g.vocab_size
+            ));
+        }
+        for (name, id) in [
+            ("bos", self.special_tokens.bos),
+            ("eos", self.special_tokens.eos),
+            ("pad", self.special_tokens.pad),
+        ] {
+            if id as usize >= g.vocab_size {
+                return Err(format!(
+                    "special_tokens.{name} = {id} is past graph.vocab_size"
+                ));
+            }
+        }
+        if g.num_layers == 0 || g.num_layers > 256 || g.num_heads == 0 || g.head_dim == 0 {
+            return Err("graph.num_layers, num_heads and head_dim must be positive".into());
+        }
+        if g.vocab_size == 0 || g.vocab_size > 1 << 24 {
+            return Err(format!("graph.vocab_size {} is out of range", g.vocab_size));
+        }
+        if g.max_positions <= sid.levels {
+            return Err("graph.max_positions leaves no room for a prompt".into());
+        }
+        let p = &self.prompt;
+        let template = p.templates.get(&p.serving_template).ok_or_else(|| {
+            format!(
+                "prompt.serving_template {:?} is not in prompt.templates",
+                p.serving_template
+            )
+        })?;
+        if template.matches("{history}").count() != 1 {
+            return Err(format!(
+                "the serving template {:?} must contain {{history}} exactly once",
+                p.serving_template
+            ));
+        }
+        if p.max_history == 0 {
+            return Err("prompt.max_history must be at least 1".into());
+        }
+        for name in [
+            &self.files.onnx,
+            &self.files.tokenizer,
+            &self.files.tokenization,
+        ] {
+            if name.is_empty() || name.contains('/') || name.contains('\\') || name.starts_with('.')
+            {
+                return Err(format!(
+                    "file name {name:?} must be a plain name inside the bundle"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The serving template (validated to exist).
+    pub fn template(&self) -> &str {
+        self.prompt
+            .templates
+            .get(&self.prompt.serving_template)
+            .map_or("", String::as_str)
+    }
+
+    /// Vocabulary id of code `code` at level `level`.
+    pub fn token_id(&self, level: usize, code: u16) -> u32 {
+        self.sid.first_token_id + (level * self.sid.codes) as u32 + u32::from(code)
+    }
+
+    /// The token string of code `code` at level `level` (`<a_12>`).
+    pub fn token_text(level: usize, code: u16) -> String {
+        let letter = (b'a' + level as u8) as char;
+        format!("<{letter}_{code}>")
+    }
+}
