@@ -61,8 +61,8 @@ impl Model {
     /// graph).
     pub fn load(dir: &Path, options: ModelOptions) -> Result<Model> {
         options.validate()?;
-        let bundle = Bundle::open(dir)?;
         let runtime = library::load(options.ort_library.as_deref())?;
+        let bundle = Bundle::open(dir)?;
         let first = session::open(runtime, &bundle.onnx_path, &bundle.manifest, &options)?;
         let info = ModelInfo {
             model_id: bundle.manifest.model_id.clone(),

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use convergedb::import::{self, ImportOptions, ImportReport};
-use convergedb::{Config, Db, Durability, TokenizeOptions, TrainProgress};
+use convergedb::{Config, Db, Durability, ModelOptions, TokenizeOptions, TrainProgress};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::{Cli, Command, DurabilityArg, Format, ImportWhat};
@@ -34,6 +34,34 @@ pub(crate) fn run(cli: Cli) -> CliResult {
         Command::Check { json } => check(&db, json)?,
         Command::History { user, json } => history(&db, &user, json)?,
         Command::Recommend { user, k, json } => recommend(&db, &user, k, json)?,
+        Command::Generate {
+            user,
+            model,
+            k,
+            beam,
+            no_kv_cache,
+            ort_library,
+            show_prompt,
+            json,
+        } => {
+            let mut opts = ModelOptions::new().beam_width(beam).kv_cache(!no_kv_cache);
+            if let Some(lib) = ort_library {
+                opts = opts.ort_library(lib);
+            }
+            let info = db.attach_model(&model, opts)?;
+            if !json {
+                println!(
+                    "model {} (ONNX Runtime {}, {:?}, KV cache {}, beam {})",
+                    info.model_id, info.ort_version, info.provider, info.kv_cache, info.beam_width
+                );
+            }
+            if show_prompt && !json {
+                println!("prompt: {}", db.prompt_text(&user)?);
+            }
+            let started = std::time::Instant::now();
+            let r = db.generate(&user, k)?;
+            print_recommendation(&db, &r, started.elapsed(), json)?
+        }
         Command::Latency { k, rounds } => latency(&db, k, rounds)?,
         Command::Embed { name, dim, seed } => {
             let started = std::time::Instant::now();
@@ -223,9 +251,17 @@ fn history(db: &Db, user: &str, json: bool) -> CliResult {
 fn recommend(db: &Db, user: &str, k: usize, json: bool) -> CliResult {
     let started = std::time::Instant::now();
     let r = db.recommend(user, k)?;
-    let took = started.elapsed();
+    print_recommendation(db, &r, started.elapsed(), json)
+}
+
+fn print_recommendation(
+    db: &Db,
+    r: &convergedb::Recommendation,
+    took: std::time::Duration,
+    json: bool,
+) -> CliResult {
     if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        println!("{}", serde_json::to_string_pretty(r)?);
         return Ok(ExitCode::SUCCESS);
     }
     println!(

@@ -77,6 +77,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Generate recommendations for a user with a model bundle (runs the LLM now).
+    Generate {
+        /// The user's key.
+        user: String,
+        /// The model bundle folder (manifest.json, model.onnx, tokenizer.json, tokenization.json).
+        #[arg(long, value_name = "DIR")]
+        model: PathBuf,
+        /// How many items.
+        #[arg(short, long, default_value_t = 10)]
+        k: usize,
+        /// Beams kept per semantic-ID level.
+        #[arg(long, default_value_t = 20)]
+        beam: usize,
+        /// Re-run the whole sequence at every level instead of using the KV cache.
+        #[arg(long)]
+        no_kv_cache: bool,
+        /// The ONNX Runtime library (default: ORT_DYLIB_PATH, then where ./scripts/setup-ort installs it).
+        #[arg(long, value_name = "FILE")]
+        ort_library: Option<PathBuf>,
+        /// Print the prompt the model sees.
+        #[arg(long)]
+        show_prompt: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Store behavioural item vectors sketched from the interactions (for tokenize).
     Embed {
         /// The vector name to write.
