@@ -43,11 +43,11 @@ PY
 
 ORT_VERSION="1.32.0"
 
-# Fetches the ONNX Runtime shared library from the PyPI wheel onnxruntime==$ORT_VERSION (once).
-# Prints the library path. The database loads it at run time (ort's load-dynamic); the path is
-# also what ORT_DYLIB_PATH should name.
+# Fetches the ONNX Runtime shared library from the PyPI wheel onnxruntime==$ORT_VERSION (once)
+# into ${XDG_CACHE_HOME:-~/.cache}/convergedb/, the place the database looks for it when neither
+# ModelOptions::ort_library nor ORT_DYLIB_PATH names one. Prints the library path.
 ort_lib() {
-  local dest="$CACHE/onnxruntime-$ORT_VERSION"
+  local dest="${XDG_CACHE_HOME:-$HOME/.cache}/convergedb/onnxruntime-$ORT_VERSION"
   local lib="$dest/libonnxruntime.so.$ORT_VERSION"
   if [ ! -f "$lib" ]; then
     need python3 "Debian: apt-get install python3 python3-pip"
