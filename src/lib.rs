@@ -36,7 +36,7 @@ mod sid;
 mod store;
 
 pub use config::{Config, Durability};
-pub use db::{CheckReport, Db, Stats, TokenizeProgress};
+pub use db::{CheckReport, Db, Prompt, Stats, TokenizeProgress};
 pub use error::{Error, Result};
 pub use interaction::{History, HistoryEntry, Interaction};
 pub use item::Item;

@@ -59,7 +59,7 @@ fn writer_flips(db: Db) {
         let key = format!("flip-{}", i % FLIPS);
         let user = format!("u1-{}", i % USERS_PER_WRITER);
         let mut events = vec![Interaction::new(&user, base_key((i * 7) % BASE), i as i64)];
-        if (i / FLIPS) % 2 == 0 {
+        if (i / FLIPS).is_multiple_of(2) {
             db.put_items(&[Item::new(&key).title("flip").vector("emb", vector(999))])
                 .expect("writer 1 put_items");
             events.push(Interaction::new(&user, &key, i as i64).weight(2.0));
@@ -168,7 +168,7 @@ fn reader(db: Db, id: usize, stop: Arc<AtomicBool>, ops: Arc<AtomicU64>) {
         last = now;
 
         // Now and then, a full check in the middle of the writes.
-        if id == 0 && n % 100 == 0 {
+        if id == 0 && n.is_multiple_of(100) {
             let report = db.check().expect("check");
             assert!(report.is_clean(), "{:#?}", report.problems);
         }

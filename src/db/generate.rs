@@ -17,6 +17,15 @@ use crate::store::records::{self, HistoryView};
 use crate::store::{keys, TreeId};
 use crate::{Error, Recommendation, Result, ScoredItem, Source};
 
+/// A rendered prompt (docs/model-bundle.md, "Prompt rendering").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prompt {
+    /// The prompt text (the template with the history's ID tokens).
+    pub text: String,
+    /// `[bos] ++` its token ids: what the model is fed.
+    pub input_ids: Vec<i64>,
+}
+
 /// One user's generation input.
 struct Prepared {
     user: String,
@@ -119,10 +128,54 @@ impl Db {
         k: usize,
         exclude_history: bool,
     ) -> Result<Vec<ScoredItem>> {
-        let limits = &self.inner.config.limits;
-        validate_k(k, limits)?;
+        validate_k(k, &self.inner.config.limits)?;
         self.inner.poison.check()?;
         let model = self.attached()?;
+        let ids = self.resolve_history(&model, history)?;
+        let prompt = self.render(&model, &ids)?.input_ids;
+        let mut exclude = if exclude_history { ids } else { Vec::new() };
+        exclude.sort_unstable();
+        exclude.dedup();
+        let p = Prepared {
+            user: String::new(),
+            history_version: 0,
+            prompt,
+            exclude,
+        };
+        let answers = self.run_model(&model, std::slice::from_ref(&p), k)?;
+        Ok(answers
+            .first()
+            .map(|a| self.name_items(a))
+            .unwrap_or_default())
+    }
+
+    /// The prompt the model sees for `user`: its text and token ids (for tools and tests).
+    pub fn prompt(&self, user: &str) -> Result<Prompt> {
+        validate_key("user", user, &self.inner.config.limits)?;
+        let model = self.attached()?;
+        let ids = self.history_ids(user)?.1;
+        self.render(&model, &ids)
+    }
+
+    /// The prompt the model sees after an explicit history (item keys, oldest first).
+    pub fn prompt_for_history(&self, history: &[&str]) -> Result<Prompt> {
+        let model = self.attached()?;
+        let ids = self.resolve_history(&model, history)?;
+        self.render(&model, &ids)
+    }
+
+    fn render(&self, model: &Model, ids: &[u64]) -> Result<Prompt> {
+        let mut codes = self.codes_of(ids)?;
+        let keep = codes.len().saturating_sub(model.prompter.max_history());
+        codes.drain(..keep);
+        let text = model.prompter.render(&codes);
+        let input_ids = model.prompter.encode(&text)?;
+        Ok(Prompt { text, input_ids })
+    }
+
+    /// Item ids of an explicit history, checked against the model's maximum.
+    fn resolve_history(&self, model: &Model, history: &[&str]) -> Result<Vec<u64>> {
+        let limits = &self.inner.config.limits;
         if history.len() > model.prompter.max_history() {
             return Err(Error::HistoryTooLong {
                 len: history.len(),
@@ -141,29 +194,7 @@ impl Db {
                 }
             }
         }
-        let prompt = self.prompt_for(&model, &ids)?;
-        let mut exclude = if exclude_history { ids } else { Vec::new() };
-        exclude.sort_unstable();
-        exclude.dedup();
-        let p = Prepared {
-            user: String::new(),
-            history_version: 0,
-            prompt,
-            exclude,
-        };
-        let answers = self.run_model(&model, std::slice::from_ref(&p), k)?;
-        Ok(answers
-            .first()
-            .map(|a| self.name_items(a))
-            .unwrap_or_default())
-    }
-
-    /// The prompt text the model would see for `user` (for tools and tests).
-    pub fn prompt_text(&self, user: &str) -> Result<String> {
-        let model = self.attached()?;
-        let ids = self.history_ids(user)?.1;
-        let codes = self.codes_of(&ids)?;
-        Ok(model.prompter.render(&codes))
+        Ok(ids)
     }
 
     fn history_ids(&self, user: &str) -> Result<(u64, Vec<u64>)> {
@@ -190,16 +221,9 @@ impl Db {
         Ok(out)
     }
 
-    fn prompt_for(&self, model: &Model, ids: &[u64]) -> Result<Vec<i64>> {
-        let mut codes = self.codes_of(ids)?;
-        let keep = codes.len().saturating_sub(model.prompter.max_history());
-        codes.drain(..keep);
-        model.prompter.encode(&model.prompter.render(&codes))
-    }
-
     fn prepare_user(&self, model: &Model, user: &str) -> Result<Prepared> {
         let (history_version, ids) = self.history_ids(user)?;
-        let prompt = self.prompt_for(model, &ids)?;
+        let prompt = self.render(model, &ids)?.input_ids;
         let mut exclude = ids;
         exclude.sort_unstable();
         exclude.dedup();

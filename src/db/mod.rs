@@ -22,6 +22,7 @@ mod stats;
 mod validate;
 
 pub use check::CheckReport;
+pub use generate::Prompt;
 pub use sid::TokenizeProgress;
 pub use stats::Stats;
 pub(crate) use validate::{validate_interactions, validate_items, validate_vector_name};

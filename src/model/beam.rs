@@ -87,8 +87,9 @@ fn log_sum_exp(row: &[f32]) -> f64 {
     if !max.is_finite() {
         return f64::from(max);
     }
-    let sum: f64 = row.iter().map(|&x| f64::from(x - max).exp()).sum();
-    f64::from(max) + sum.ln()
+    let max = f64::from(max);
+    let sum: f64 = row.iter().map(|&x| (f64::from(x) - max).exp()).sum();
+    max + sum.ln()
 }
 
 /// Runs the constrained search for every request of the batch.

@@ -93,7 +93,7 @@ pub(crate) fn load(explicit: Option<&Path>) -> Result<&'static Runtime> {
             "could not create the ONNX Runtime environment: {e}"
         ))
     })?;
-    let version = library_version();
+    let version = library_version(&path);
     let rt = Runtime { path, version, env };
     Ok(RUNTIME.get_or_init(|| rt))
 }
@@ -131,11 +131,22 @@ fn describe_load_error(e: &ort::LoadDynamicError) -> String {
     }
 }
 
-/// `1.32.0` from the build info string (`... git-branch=rel-1.32.0 ...`), else the whole string.
-fn library_version() -> String {
+/// The library's version: from the build info (`git-branch=rel-1.32.0`) when it names a release,
+/// else from the file name (`libonnxruntime.so.1.32.0`), else the build info itself. ort checked
+/// at load time that the minor version is at least [`ORT_MIN_MINOR`].
+fn library_version(path: &Path) -> String {
     let info = ort::info();
-    info.split(|c: char| c == ',' || c.is_whitespace())
-        .find_map(|part| part.trim().strip_prefix("git-branch=rel-"))
+    let from_info = info
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .find_map(|part| part.trim().strip_prefix("git-branch=rel-"));
+    let from_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.split_once(".so."))
+        .map(|(_, v)| v)
+        .filter(|v| v.starts_with("1.") && v.bytes().all(|b| b.is_ascii_digit() || b == b'.'));
+    from_info
+        .or(from_name)
         .map(str::to_string)
-        .unwrap_or_else(|| info.to_string())
+        .unwrap_or_else(|| format!("1.{ORT_MIN_MINOR}+ ({info})"))
 }

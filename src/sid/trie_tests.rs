@@ -555,7 +555,7 @@ proptest! {
             let (tuple, item) = rest.swap_remove(k);
             prop_assert!(trie.remove(&tuple, item));
             reference.remove(&(tuple, item));
-            if rest.len() % 53 == 0 {
+            if rest.len().is_multiple_of(53) {
                 check_wide(&trie, &reference);
             }
         }

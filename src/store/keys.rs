@@ -67,7 +67,7 @@ pub(crate) fn tuple(codes: &[u16]) -> Vec<u8> {
 }
 
 pub(crate) fn parse_tuple(key: &[u8]) -> Result<Vec<u16>> {
-    if key.is_empty() || key.len() % 2 != 0 {
+    if key.is_empty() || !key.len().is_multiple_of(2) {
         return Err(Error::corruption(
             "sid_items",
             key,

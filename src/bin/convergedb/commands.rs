@@ -56,7 +56,7 @@ pub(crate) fn run(cli: Cli) -> CliResult {
                 );
             }
             if show_prompt && !json {
-                println!("prompt: {}", db.prompt_text(&user)?);
+                println!("prompt: {}", db.prompt(&user)?.text);
             }
             let started = std::time::Instant::now();
             let r = db.generate(&user, k)?;

@@ -1,0 +1,368 @@
+//! The shipped ML-100K bundle through ONNX Runtime: parity with the Python reference
+//! (`models/ml100k/test_vectors.json`), the KV cache against full re-runs, and every bundle error.
+//!
+//! Needs the ONNX Runtime library: `ORT_DYLIB_PATH`, or where `./scripts/setup-ort` installs it
+//! (`./scripts/test` does both).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use convergedb::import::{self, ImportOptions};
+use convergedb::{Db, Error, ModelOptions, Source};
+use serde_json::Value;
+
+/// The shipped bundle, or `CONVERGEDB_TEST_BUNDLE` (to test a freshly trained one).
+fn bundle() -> PathBuf {
+    match std::env::var_os("CONVERGEDB_TEST_BUNDLE") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("models/ml100k"),
+    }
+}
+
+fn vectors() -> Value {
+    let text = std::fs::read_to_string(bundle().join("test_vectors.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A database holding the bundle's catalog and tokenization.
+fn setup() -> (tempfile::TempDir, Db) {
+    let (dir, db) = common::fresh();
+    import::items_jsonl(
+        &db,
+        &bundle().join("items.jsonl"),
+        &ImportOptions::default(),
+    )
+    .unwrap();
+    let info = db
+        .import_tokenization(&bundle().join("tokenization.json"))
+        .unwrap();
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle().join("manifest.json")).unwrap())
+            .unwrap();
+    // The database computes the same fingerprint as the training pipeline.
+    assert_eq!(
+        info.fingerprint,
+        manifest["sid"]["fingerprint"].as_str().unwrap()
+    );
+    (dir, db)
+}
+
+fn attach(db: &Db, opts: ModelOptions) {
+    if let Err(e) = db.attach_model(bundle(), opts) {
+        panic!("attaching the shipped bundle failed: {e}\n(run ./scripts/setup-ort or set ORT_DYLIB_PATH)");
+    }
+}
+
+fn strs(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn prompts_tokenize_exactly_as_in_python() {
+    let (_dir, db) = setup();
+    attach(&db, ModelOptions::new());
+    let tv = vectors();
+    let cases = tv["prompts"].as_array().unwrap();
+    assert!(!cases.is_empty());
+    for case in cases {
+        let history = strs(&case["history"]);
+        let p = db.prompt_for_history(&history).unwrap();
+        assert_eq!(p.text, case["prompt"].as_str().unwrap());
+        let want: Vec<i64> = case["input_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap())
+            .collect();
+        assert_eq!(p.input_ids, want, "history {history:?}");
+    }
+}
+
+/// Rust top-K equals the Python reference: same items in the same order, scores within 1e-4.
+fn check_parity(db: &Db) {
+    let tv = vectors();
+    let cases = tv["recommendations"].as_array().unwrap();
+    let min = if std::env::var_os("CONVERGEDB_TEST_BUNDLE").is_some() {
+        1
+    } else {
+        200
+    };
+    assert!(
+        cases.len() >= min,
+        "the parity file holds {} users",
+        cases.len()
+    );
+    let mut mismatches = Vec::new();
+    let histories: Vec<Vec<&str>> = cases.iter().map(|c| strs(&c["history"])).collect();
+    let answers: Vec<Vec<convergedb::ScoredItem>> = histories
+        .iter()
+        .zip(cases)
+        .map(|(h, c)| {
+            let k = c["k"].as_u64().unwrap() as usize;
+            let exclude = c["exclude_history"].as_bool().unwrap();
+            db.generate_for_history(h, k, exclude).unwrap()
+        })
+        .collect();
+    for (case, got) in cases.iter().zip(&answers) {
+        let want_items = strs(&case["expected"]);
+        let want_scores: Vec<f64> = case["scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        let got_items: Vec<&str> = got.iter().map(|s| s.key.as_str()).collect();
+        let close = got
+            .iter()
+            .zip(&want_scores)
+            .all(|(g, w)| (g.score - w).abs() <= 1e-4);
+        if got_items != want_items || !close {
+            mismatches.push(format!(
+                "user {}: rust {:?} {:?}\n python {:?} {:?}",
+                case["user"],
+                got_items,
+                got.iter().map(|s| s.score).collect::<Vec<_>>(),
+                want_items,
+                want_scores
+            ));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} users differ:\n{}",
+        mismatches.len(),
+        cases.len(),
+        mismatches.join("\n")
+    );
+}
+
+#[test]
+fn top_k_matches_the_python_reference_with_the_kv_cache() {
+    let (_dir, db) = setup();
+    attach(&db, ModelOptions::new().beam_width(20));
+    check_parity(&db);
+}
+
+#[test]
+fn the_kv_cache_and_full_reruns_agree() {
+    let (_dir, db) = setup();
+    let tv = vectors();
+    let all = tv["recommendations"].as_array().unwrap();
+    let cases = &all[..all.len().min(20)];
+    let run = |kv: bool| {
+        attach(&db, ModelOptions::new().kv_cache(kv));
+        assert_eq!(db.model_info().unwrap().kv_cache, kv);
+        cases
+            .iter()
+            .map(|c| {
+                db.generate_for_history(&strs(&c["history"]), 10, true)
+                    .unwrap()
+            })
+            .collect::<Vec<_>>()
+    };
+    let (with, without) = (run(true), run(false));
+    for (a, b) in with.iter().zip(&without) {
+        assert_eq!(
+            a.iter().map(|s| &s.key).collect::<Vec<_>>(),
+            b.iter().map(|s| &s.key).collect::<Vec<_>>()
+        );
+        for (x, y) in a.iter().zip(b) {
+            assert!(
+                (x.score - y.score).abs() < 1e-4,
+                "{} vs {}",
+                x.score,
+                y.score
+            );
+        }
+    }
+}
+
+#[test]
+fn batched_generation_equals_one_user_at_a_time() {
+    let (_dir, db) = setup();
+    attach(&db, ModelOptions::new().max_batch(7));
+    let tv = vectors();
+    // Record a few test users' histories as interactions, then generate for them in one batch.
+    let all = tv["recommendations"].as_array().unwrap();
+    let cases = &all[..all.len().min(12)];
+    let mut events = Vec::new();
+    for c in cases {
+        let user = c["user"].as_str().unwrap();
+        for (t, item) in strs(&c["history"]).into_iter().enumerate() {
+            events.push(convergedb::Interaction::new(user, item, t as i64));
+        }
+    }
+    db.record_interactions(&events).unwrap();
+    let users: Vec<&str> = cases.iter().map(|c| c["user"].as_str().unwrap()).collect();
+    let batch = db.generate_batch(&users, 10).unwrap();
+    for (user, rec) in users.iter().zip(&batch) {
+        assert_eq!(rec.source, Source::Model);
+        assert_eq!(&rec.user, user);
+        let alone = db.generate(user, 10).unwrap();
+        assert_eq!(common::keys(rec), common::keys(&alone));
+        let history: Vec<String> = db
+            .history(user)
+            .unwrap()
+            .entries
+            .iter()
+            .map(|e| e.item.clone())
+            .collect();
+        assert!(
+            rec.items.iter().all(|i| !history.contains(&i.key)),
+            "history items are excluded"
+        );
+        assert_eq!(rec.items.len(), 10);
+    }
+    let info = db.stats().unwrap().model.unwrap();
+    assert!(info.ort_version.starts_with("1."), "{}", info.ort_version);
+    assert_eq!(info.provider, convergedb::ExecutionProvider::Cpu);
+}
+
+#[test]
+fn a_bundle_for_another_tokenization_is_refused() {
+    let (_dir, db) = setup();
+    // Re-tokenize the catalog with the built-in trainer: a different table, a different fingerprint.
+    let mut opts = convergedb::TokenizeOptions::new("sasrec");
+    opts.codes = 8;
+    opts.iterations = 3;
+    db.tokenize(&opts, None).unwrap();
+    match db.attach_model(bundle(), ModelOptions::new()) {
+        Err(Error::ForeignTokenization {
+            bundle, database, ..
+        }) => assert_ne!(bundle, database),
+        other => panic!("expected ForeignTokenization, got {other:?}"),
+    }
+}
+
+#[test]
+fn generation_without_a_model_or_with_a_too_long_history_is_an_error() {
+    let (_dir, db) = setup();
+    assert!(matches!(db.generate("anyone", 5), Err(Error::NoModel)));
+    attach(&db, ModelOptions::new());
+    let max = db.model_info().unwrap().max_history;
+    let tv = vectors();
+    let base = strs(&tv["recommendations"][0]["history"]);
+    let long: Vec<&str> = base.iter().copied().cycle().take(max + 1).collect();
+    match db.generate_for_history(&long, 5, true) {
+        Err(Error::HistoryTooLong { len, max: m }) => assert_eq!((len, m), (max + 1, max)),
+        other => panic!("expected HistoryTooLong, got {other:?}"),
+    }
+    assert!(matches!(db.generate("u", 0), Err(Error::InvalidK { .. })));
+}
+
+/// Copies the bundle, lets `edit` change it, and fixes the manifest's checksums unless told not to.
+fn edited_bundle(edit: impl FnOnce(&Path), fix_checksums: bool) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(bundle()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).unwrap();
+    }
+    edit(tmp.path());
+    if fix_checksums {
+        let path = tmp.path().join("manifest.json");
+        let mut m: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let names: Vec<String> = m["sha256"].as_object().unwrap().keys().cloned().collect();
+        for name in names {
+            use sha2::Digest;
+            let bytes = std::fs::read(tmp.path().join(&name)).unwrap();
+            let hex: String = sha2::Sha256::digest(&bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            m["sha256"][&name] = Value::String(hex);
+        }
+        std::fs::write(&path, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    }
+    tmp
+}
+
+fn bundle_error(db: &Db, dir: &Path) -> String {
+    match db.attach_model(dir, ModelOptions::new()) {
+        Err(Error::InvalidBundle { reason, .. }) => reason,
+        other => panic!("expected InvalidBundle, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_graph_missing_an_input_is_refused() {
+    let (_dir, db) = setup();
+    // Renaming attention_mask (same length, so the protobuf stays valid) leaves a graph that
+    // ONNX Runtime loads but that lacks an input the contract requires.
+    let b = edited_bundle(
+        |dir| {
+            let p = dir.join("model.onnx");
+            let bytes = std::fs::read(&p).unwrap();
+            let from = b"attention_mask";
+            let to = b"attention_masx";
+            let mut out = bytes.clone();
+            let mut i = 0;
+            while i + from.len() <= out.len() {
+                if &out[i..i + from.len()] == from {
+                    out[i..i + from.len()].copy_from_slice(to);
+                    i += from.len();
+                } else {
+                    i += 1;
+                }
+            }
+            assert_ne!(out, bytes);
+            std::fs::write(&p, out).unwrap();
+        },
+        true,
+    );
+    let reason = bundle_error(&db, b.path());
+    assert!(reason.contains("attention_mask"), "{reason}");
+}
+
+#[test]
+fn a_tokenizer_without_the_id_tokens_is_refused() {
+    let (_dir, db) = setup();
+    let b = edited_bundle(
+        |dir| {
+            let p = dir.join("tokenizer.json");
+            let mut t: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            let added = t["added_tokens"].as_array_mut().unwrap();
+            added.retain(|tok| !tok["content"].as_str().unwrap().starts_with("<a_"));
+            std::fs::write(&p, serde_json::to_vec(&t).unwrap()).unwrap();
+        },
+        true,
+    );
+    let reason = bundle_error(&db, b.path());
+    assert!(reason.contains("<a_0>"), "{reason}");
+}
+
+#[test]
+fn a_changed_file_fails_its_checksum_and_a_bad_manifest_is_named() {
+    let (_dir, db) = setup();
+    let b = edited_bundle(
+        |dir| {
+            let p = dir.join("model.onnx");
+            let mut bytes = std::fs::read(&p).unwrap();
+            bytes.truncate(bytes.len() / 2);
+            std::fs::write(&p, bytes).unwrap();
+        },
+        false,
+    );
+    let reason = bundle_error(&db, b.path());
+    assert!(reason.contains("SHA-256"), "{reason}");
+
+    let b = edited_bundle(
+        |dir| {
+            let p = dir.join("manifest.json");
+            let mut m: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            m["prompt"]["serving_template"] = Value::String("nope".into());
+            std::fs::write(&p, serde_json::to_vec(&m).unwrap()).unwrap();
+        },
+        false,
+    );
+    let reason = bundle_error(&db, b.path());
+    assert!(reason.contains("serving_template"), "{reason}");
+
+    let empty = tempfile::tempdir().unwrap();
+    let reason = bundle_error(&db, empty.path());
+    assert!(reason.contains("cannot open"), "{reason}");
+}
