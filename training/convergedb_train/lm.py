@@ -19,16 +19,17 @@ class Block(nn.Module):
         self.proj = nn.Linear(d, d)
         self.fc1, self.fc2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
         self.heads, self.drop = heads, nn.Dropout(dropout)
+        self.d, self.hd = d, d // heads
+        self.scale = 1.0 / math.sqrt(d // heads)  # plain Python numbers: nothing shape-derived is traced
 
     def forward(self, x, bias, past_k, past_v):
-        B, T, D = x.shape
-        H = self.heads
-        hd = D // H
+        B, T = x.shape[0], x.shape[1]
+        H, hd, D = self.heads, self.hd, self.d
         q, k, v = self.qkv(self.ln1(x)).split(D, dim=2)
         q = q.view(B, T, H, hd).transpose(1, 2)
         k = torch.cat([past_k, k.view(B, T, H, hd).transpose(1, 2)], dim=2)
         v = torch.cat([past_v, v.view(B, T, H, hd).transpose(1, 2)], dim=2)
-        att = torch.softmax(q @ k.transpose(-1, -2) * (1.0 / math.sqrt(hd)) + bias, dim=-1)
+        att = torch.softmax(q @ k.transpose(-1, -2) * self.scale + bias, dim=-1)
         y = (self.drop(att) @ v).transpose(1, 2).reshape(B, T, D)
         x = x + self.drop(self.proj(y))
         x = x + self.drop(self.fc2(F.gelu(self.fc1(self.ln2(x)))))
