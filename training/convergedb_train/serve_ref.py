@@ -1,0 +1,216 @@
+"""Reference serving of a model bundle: onnxruntime + tokenizers, prompt rendering and
+trie-constrained batched beam search exactly as docs/model-bundle.md specifies.
+
+    python -m convergedb_train.serve_ref BUNDLE_DIR [--users N] [--batches 1,16,64]
+
+times users/s at each batch size with and without the KV cache (the baseline the Rust
+implementation is compared against)."""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import time
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+
+def log_softmax64(x):
+    x = x.astype(np.float64)
+    m = x.max(-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
+
+
+class Trie:
+    """Per level l, children[l][node] -> [C] child node ids (-1 = no such prefix)."""
+
+    def __init__(self, tuples, C):
+        L = len(tuples[0])
+        self.L, self.C = L, C
+        self.children = []
+        level_nodes = {(): 0}
+        for l in range(L):
+            nxt = {}
+            for t in sorted(set(tuples)):
+                p = tuple(t[:l + 1])
+                if p not in nxt:
+                    nxt[p] = len(nxt)
+            ch = np.full((len(level_nodes), C), -1, np.int64)
+            for p, nid in nxt.items():
+                ch[level_nodes[p[:-1]], p[-1]] = nid
+            self.children.append(ch)
+            level_nodes = nxt
+        self.leaf_tuple = {nid: p for p, nid in level_nodes.items()}
+
+
+class Scorer:
+    """The model behind a narrow seam: prefill(ids, mask) and step(token, rows)."""
+
+    def __init__(self, path, graph, threads=0):
+        so = ort.SessionOptions()
+        if threads:
+            so.intra_op_num_threads = threads
+        self.sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        self.nl, self.H, self.hd = graph["num_layers"], graph["num_heads"], graph["head_dim"]
+        self.past_names = []
+        for i in range(self.nl):
+            self.past_names += [f"past_key_values.{i}.key", f"past_key_values.{i}.value"]
+
+    def run(self, ids, mask, past=None):
+        B = ids.shape[0]
+        pos = np.maximum(np.cumsum(mask, 1) - 1, 0)[:, -ids.shape[1]:]
+        feeds = {"input_ids": ids, "attention_mask": mask, "position_ids": pos}
+        if past is None:
+            past = [np.zeros((B, self.H, 0, self.hd), np.float32)] * (2 * self.nl)
+        feeds.update(zip(self.past_names, past))
+        out = self.sess.run(None, feeds)
+        return out[0][:, -1], out[1:]
+
+
+class Bundle:
+    def __init__(self, folder, threads=0, verify=True):
+        self.dir = folder
+        with open(os.path.join(folder, "manifest.json")) as f:
+            self.manifest = m = json.load(f)
+        if verify:
+            for name, h in m["sha256"].items():
+                with open(os.path.join(folder, name), "rb") as f:
+                    if hashlib.sha256(f.read()).hexdigest() != h:
+                        raise ValueError(f"{name}: sha256 does not match the manifest")
+        files = m["files"]
+        self.tok = Tokenizer.from_file(os.path.join(folder, files["tokenizer"]))
+        with open(os.path.join(folder, files["tokenization"])) as f:
+            self.tokenization = json.load(f)
+        self.L, self.C = m["sid"]["levels"], m["sid"]["codes"]
+        self.first = m["sid"]["first_token_id"]
+        self.bos, self.pad = m["special_tokens"]["bos"], m["special_tokens"]["pad"]
+        self.template = m["prompt"]["templates"][m["prompt"]["serving_template"]]
+        self.sep, self.max_history = m["prompt"]["item_separator"], m["prompt"]["max_history"]
+        # item order = ascending item id = the order of items.jsonl (the database imports it in order)
+        order = []
+        if files.get("items") and os.path.exists(os.path.join(folder, files["items"])):
+            with open(os.path.join(folder, files["items"])) as f:
+                order = [json.loads(line)["key"] for line in f if line.strip()]
+        codes = self.tokenization["items"]
+        rank = {k: i for i, k in enumerate(order)}
+        self.codes = codes
+        by_tuple = {}
+        for k in sorted(codes, key=lambda k: (rank.get(k, len(rank)), k)):
+            by_tuple.setdefault(tuple(codes[k]), []).append(k)
+        self.by_tuple = by_tuple
+        self.trie = Trie(list(by_tuple), self.C)
+        self.scorer = Scorer(os.path.join(folder, files["onnx"]), m["graph"], threads)
+
+    def render(self, history):
+        h = [k for k in history if k in self.codes][-self.max_history:]
+        s = self.sep.join("".join(f"<{chr(97 + l)}_{c}>" for l, c in enumerate(self.codes[k])) for k in h)
+        return self.template.replace("{history}", s)
+
+    def prompt_ids(self, history):
+        return [self.bos] + self.tok.encode(self.render(history), add_special_tokens=False).ids
+
+    def recommend(self, histories, k=10, beam_width=20, exclude_history=True, kv_cache=True):
+        """Batched: one result list [(item key, score)] per history."""
+        beams = self.beam_search([self.prompt_ids(h) for h in histories], beam_width, kv_cache)
+        out = []
+        for u, h in enumerate(histories):
+            ex = set(h) if exclude_history else set()
+            res = []
+            for tup, score in beams[u]:
+                for key in self.by_tuple.get(tup, ()):
+                    if key in ex or any(key == r[0] for r in res):
+                        continue
+                    res.append((key, score))
+                    if len(res) == k:
+                        break
+                if len(res) == k:
+                    break
+            out.append(res)
+        return out
+
+    def beam_search(self, prompts, beam_width, kv_cache=True):
+        """Per prompt: [(code tuple, score)] best first (ties: smaller tuple first)."""
+        B, L, C = len(prompts), self.L, self.C
+        T = max(len(p) for p in prompts)
+        ids = np.full((B, T), self.pad, np.int64)
+        mask = np.zeros((B, T), np.int64)
+        for i, p in enumerate(prompts):
+            ids[i, T - len(p):] = p
+            mask[i, T - len(p):] = 1
+        logits, past = self.scorer.run(ids, mask)
+        lp = log_softmax64(logits)
+        user = np.arange(B)  # per row (beam): its user
+        score = np.zeros(B)
+        node = np.zeros(B, np.int64)
+        tup = np.zeros(B, np.int64)  # code tuple as an integer, lexicographic = numeric order
+        seq = ids  # for the no-cache mode
+        for l in range(L):
+            child = self.trie.children[l][node]  # [rows, C]
+            cand = score[:, None] + lp[:, self.first + l * C: self.first + (l + 1) * C]
+            r, c = np.nonzero(child >= 0)
+            s = cand[r, c]
+            t = tup[r] * C + c
+            u = user[r]
+            order = np.lexsort((t, -s, u))
+            r, c, s, t, u = r[order], c[order], s[order], t[order], u[order]
+            first_of_user = np.searchsorted(u, u, side="left")
+            keep = (np.arange(len(u)) - first_of_user) < beam_width
+            r, c, s, t, u = r[keep], c[keep], s[keep], t[keep], u[keep]
+            node, score, tup, user = child[r, c], s, t, u
+            if l + 1 == L:
+                break
+            tok = (self.first + l * C + c)[:, None].astype(np.int64)
+            mask = np.concatenate([mask[r], np.ones((len(r), 1), np.int64)], 1)
+            if kv_cache:
+                logits, past = self.scorer.run(tok, mask, [p[r] for p in past])
+            else:
+                seq = np.concatenate([seq[r], tok], 1)
+                logits, _ = self.scorer.run(seq, mask)
+            lp = log_softmax64(logits)
+        res = [[] for _ in range(B)]
+        for i in range(len(user)):
+            tt, codes = int(tup[i]), []
+            for _ in range(L):
+                codes.append(tt % C)
+                tt //= C
+            res[user[i]].append((tuple(codes[::-1]), float(score[i])))
+        return res
+
+
+def timing(bundle, histories, batches=(1, 16, 64), k=10, beam_width=20, max_users=256):
+    out = {}
+    for kv in (True, False):
+        for b in batches:
+            n = min(len(histories), max_users if b > 1 else min(64, max_users))
+            n = max(b, n - n % b)
+            bundle.recommend(histories[:b], k, beam_width, True, kv)  # warm-up
+            t = time.perf_counter()
+            for s in range(0, n, b):
+                bundle.recommend(histories[s:s + b], k, beam_width, True, kv)
+            dt = time.perf_counter() - t
+            out[f"batch{b}_{'kv' if kv else 'nokv'}"] = round(n / dt, 2)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("bundle")
+    ap.add_argument("--users", type=int, default=256)
+    ap.add_argument("--batches", default="1,16,64")
+    ap.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = default)")
+    a = ap.parse_args()
+    b = Bundle(a.bundle, a.threads)
+    with open(os.path.join(a.bundle, b.manifest["files"]["test_vectors"])) as f:
+        tv = json.load(f)
+    hs = [u["history"] for u in tv["recommendations"]]
+    while len(hs) < a.users:
+        hs = hs + hs
+    r = timing(b, hs, tuple(int(x) for x in a.batches.split(",")), max_users=a.users)
+    print(json.dumps({"users_per_second": r, "beam_width": 20, "k": 10}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
