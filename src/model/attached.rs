@@ -44,6 +44,13 @@ pub struct ModelInfo {
     pub max_history: usize,
     /// Sessions created so far (one per concurrent caller or worker).
     pub sessions: usize,
+    /// Users generated for since attaching.
+    pub users_generated: u64,
+    /// Wall time of those generations (prompts excluded: search + ONNX Runtime), seconds.
+    pub generate_seconds: f64,
+    /// The part of it inside ONNX Runtime, seconds; the rest is the beam search and tensor
+    /// copies.
+    pub ort_seconds: f64,
 }
 
 pub(crate) struct Model {
@@ -78,6 +85,9 @@ impl Model {
             intra_threads: options.intra_threads,
             max_history: bundle.manifest.prompt.max_history,
             sessions: 1,
+            users_generated: 0,
+            generate_seconds: 0.0,
+            ort_seconds: 0.0,
         };
         Ok(Model {
             info: Mutex::new(info),
@@ -124,6 +134,8 @@ impl Model {
             codes: self.manifest.sid.codes,
         };
         let mut out = Vec::with_capacity(requests.len());
+        let started = std::time::Instant::now();
+        let ort_before = session.ort_nanos;
         for chunk in requests.chunks(self.options.max_batch) {
             let mut scorer = OrtScorer::new(
                 session,
@@ -138,6 +150,10 @@ impl Model {
                 chunk,
             )?);
         }
+        let mut info = self.info.lock();
+        info.users_generated += requests.len() as u64;
+        info.generate_seconds += started.elapsed().as_secs_f64();
+        info.ort_seconds += (session.ort_nanos - ort_before) as f64 * 1e-9;
         Ok(out)
     }
 }

@@ -29,6 +29,8 @@ pub(crate) struct LmSession {
     pub has_cache: bool,
     past_names: Vec<String>,
     present_names: Vec<String>,
+    /// Time spent inside ONNX Runtime (`Session::run` and reading its outputs), nanoseconds.
+    pub ort_nanos: u64,
 }
 
 /// Builds a session: provider, threads, then the graph's inputs and outputs are checked against
@@ -182,6 +184,7 @@ fn check_graph(session: Session, onnx: &Path, m: &Manifest) -> Result<LmSession>
         has_cache,
         past_names,
         present_names,
+        ort_nanos: 0,
     })
 }
 
