@@ -235,10 +235,12 @@ impl LmSession {
                 .map_err(ort_err("building the past"))?;
             inputs.push((Cow::Borrowed(name.as_str()), tensor.into()));
         }
+        let started = std::time::Instant::now();
         let outputs = self
             .session
             .run(inputs)
             .map_err(ort_err("running the model"))?;
+        self.ort_nanos += started.elapsed().as_nanos() as u64;
         let (shape, data) = outputs["logits"]
             .try_extract_tensor::<f32>()
             .map_err(ort_err("reading the logits"))?;
