@@ -1,0 +1,611 @@
+//! Model-based op sequences: an [`Op`] decoded from fuzzer bytes is applied to a real [`Db`]
+//! and to the reference [`Model`]; the outcomes (value or error class) must agree, then the
+//! whole observable state is compared and `check()` must be clean, after every step.
+//!
+//! Keys and users come from small pools (plus invalid ones: empty, too long) so that ops
+//! collide: replace, revive, delete twice, interactions on deleted items, evictions. The limits
+//! are small for the same reason (history limit 4, batches of at most 6).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use arbitrary::{Arbitrary, Unstructured};
+
+use super::model::{kind_of, Kind, Limits, Model};
+use crate::{Config, Db, Durability, Error, Interaction, Item, TokenizeOptions};
+
+/// Item keys the generator draws from (16 valid ones, then the invalid ones).
+pub const ITEM_KEYS: &[&str] = &[
+    "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "ü", "n\0ul", "p q",
+];
+/// User keys the generator draws from.
+pub const USERS: &[&str] = &["u0", "u1", "u2", "u3", "u4", "ü5"];
+/// A key one byte over `LIMITS.max_key_bytes`.
+const LONG_KEY: &str = "0123456789abcdefg";
+const VECTOR_NAMES: &[&str] = &["v", "w"];
+const KINDS: &[&str] = &["click", "view", "buy"];
+
+/// The limits every harness database runs with.
+pub fn limits() -> Limits {
+    Limits {
+        max_key_bytes: 16,
+        max_batch: 6,
+        max_k: 10_000,
+        history_limit: 4,
+    }
+}
+
+/// The configuration matching [`limits`].
+pub fn config(path: &Path, durability: Durability) -> Config {
+    let l = limits();
+    Config::new(path)
+        .durability(durability)
+        .max_key_bytes(l.max_key_bytes)
+        .max_batch(l.max_batch)
+        .max_k(l.max_k)
+        .history_limit(l.history_limit)
+}
+
+/// One operation of a sequence.
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// `put_items` or (`insert_only`) `insert_items`.
+    Put {
+        /// The batch.
+        items: Vec<Item>,
+        /// `insert_items` instead of `put_items`.
+        insert_only: bool,
+    },
+    /// `delete_items`.
+    Delete(Vec<String>),
+    /// `put_vectors`.
+    PutVectors(String, Vec<(String, Vec<f32>)>),
+    /// `record_interactions`.
+    Record(Vec<Interaction>),
+    /// `recommend`.
+    Recommend(String, usize),
+    /// `history`.
+    History(String),
+    /// `get_item` and `item_id`.
+    Get(String),
+    /// `tokenize` with a tiny configuration.
+    Tokenize {
+        /// Vector name.
+        vector: String,
+        /// Levels (0 and 9 are invalid).
+        levels: usize,
+        /// Codes per level (below 2 is invalid).
+        codes: usize,
+        /// k-means seed.
+        seed: u64,
+        /// Balanced last level.
+        balance: bool,
+    },
+    /// `flush`.
+    Flush,
+    /// `close`, drop, and open again.
+    Reopen,
+}
+
+fn item_key(u: &mut Unstructured<'_>) -> arbitrary::Result<String> {
+    let i = u.int_in_range(0..=ITEM_KEYS.len() + 1)?;
+    Ok(match i {
+        i if i < ITEM_KEYS.len() => ITEM_KEYS[i].to_string(),
+        i if i == ITEM_KEYS.len() => String::new(),
+        _ => LONG_KEY.to_string(),
+    })
+}
+
+fn user_key(u: &mut Unstructured<'_>) -> arbitrary::Result<String> {
+    let i = u.int_in_range(0..=USERS.len() * 8)?;
+    Ok(match i {
+        i if i < USERS.len() * 8 => USERS[i % USERS.len()].to_string(),
+        _ => {
+            if bool::arbitrary(u)? {
+                String::new()
+            } else {
+                LONG_KEY.to_string()
+            }
+        }
+    })
+}
+
+fn vector_name(u: &mut Unstructured<'_>) -> arbitrary::Result<String> {
+    Ok(match u.int_in_range(0u8..=20)? {
+        0 => String::new(),
+        n => VECTOR_NAMES[usize::from(n) % VECTOR_NAMES.len()].to_string(),
+    })
+}
+
+fn vector(u: &mut Unstructured<'_>) -> arbitrary::Result<Vec<f32>> {
+    // Mostly dimension 2, sometimes 1 or 3 (dimension errors), rarely empty or non-finite.
+    let dim = match u.int_in_range(0u8..=15)? {
+        0 => 0,
+        1 => 1,
+        2 => 3,
+        _ => 2,
+    };
+    let mut v = Vec::with_capacity(dim);
+    for _ in 0..dim {
+        v.push(match u.int_in_range(0u8..=40)? {
+            0 => f32::NAN,
+            1 => f32::INFINITY,
+            n => f32::from(n % 8) - 3.5 + f32::from(u.int_in_range(0u8..=3)?) * 0.25,
+        });
+    }
+    Ok(v)
+}
+
+fn batch_len(u: &mut Unstructured<'_>) -> arbitrary::Result<usize> {
+    // Mostly 1-3, sometimes empty or over the batch limit (6).
+    Ok(match u.int_in_range(0u8..=20)? {
+        0 => 0,
+        1 => 7,
+        n => usize::from(n % 3) + 1,
+    })
+}
+
+fn item(u: &mut Unstructured<'_>) -> arbitrary::Result<Item> {
+    let mut item = Item::new(item_key(u)?);
+    if bool::arbitrary(u)? {
+        item.title = format!("t{}", u.int_in_range(0u8..=9)?);
+    }
+    if u.ratio(1u8, 4)? {
+        item.description = "d".repeat(usize::from(u.int_in_range(0u8..=3)?));
+    }
+    if u.ratio(1u8, 4)? {
+        item.attributes
+            .insert("genre".into(), format!("g{}", u.int_in_range(0u8..=2)?));
+    }
+    for _ in 0..u.int_in_range(0u8..=2)? {
+        item.vectors.insert(vector_name(u)?, vector(u)?);
+    }
+    Ok(item)
+}
+
+fn interaction(u: &mut Unstructured<'_>) -> arbitrary::Result<Interaction> {
+    let mut e = Interaction::new(
+        user_key(u)?,
+        item_key(u)?,
+        i64::from(u.int_in_range(-3i8..=12)?),
+    );
+    e.kind = match u.int_in_range(0u8..=12)? {
+        0 => Some(String::new()),
+        1..=3 => Some(KINDS[usize::from(u.int_in_range(0u8..=2)?)].to_string()),
+        _ => None,
+    };
+    e.weight = match u.int_in_range(0u8..=30)? {
+        0 => f32::NAN,
+        1..=5 => f32::from(u.int_in_range(0u8..=10)?) * 0.5,
+        _ => 1.0,
+    };
+    Ok(e)
+}
+
+fn vec_of<T>(
+    u: &mut Unstructured<'_>,
+    f: impl Fn(&mut Unstructured<'_>) -> arbitrary::Result<T>,
+) -> arbitrary::Result<Vec<T>> {
+    (0..batch_len(u)?).map(|_| f(u)).collect()
+}
+
+impl<'a> Arbitrary<'a> for Op {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        Ok(match u.int_in_range(0u8..=99)? {
+            0..=19 => Op::Put {
+                items: vec_of(u, item)?,
+                insert_only: false,
+            },
+            20..=24 => Op::Put {
+                items: vec_of(u, item)?,
+                insert_only: true,
+            },
+            25..=34 => Op::Delete(vec_of(u, item_key)?),
+            35..=41 => Op::PutVectors(
+                vector_name(u)?,
+                vec_of(u, |u| Ok((item_key(u)?, vector(u)?)))?,
+            ),
+            42..=69 => Op::Record(vec_of(u, interaction)?),
+            70..=77 => Op::Recommend(
+                user_key(u)?,
+                match u.int_in_range(0u8..=10)? {
+                    0 => 0,
+                    1 => 10_001,
+                    n => usize::from(n),
+                },
+            ),
+            78..=83 => Op::History(user_key(u)?),
+            84..=88 => Op::Get(item_key(u)?),
+            89..=92 => Op::Tokenize {
+                vector: match u.int_in_range(0u8..=6)? {
+                    0 => "x".to_string(),
+                    n => VECTOR_NAMES[usize::from(n) % 2].to_string(),
+                },
+                levels: u.int_in_range(0..=3)?,
+                codes: u.int_in_range(1..=4)?,
+                seed: u64::from(u8::arbitrary(u)?),
+                balance: bool::arbitrary(u)?,
+            },
+            93..=97 => Op::Flush,
+            _ => Op::Reopen,
+        })
+    }
+}
+
+/// A database and its model, compared after every op.
+pub struct Harness {
+    dir: PathBuf,
+    durability: Durability,
+    db: Option<Db>,
+    /// The reference model.
+    pub model: Model,
+    /// Ops applied so far.
+    pub steps: u64,
+    /// Per call: (succeeded, failed as the model predicted), for coverage reports.
+    pub outcomes: BTreeMap<&'static str, (u64, u64)>,
+}
+
+/// Opens `config`, retrying while sled still holds the lock of a just-dropped handle
+/// (spacejam/sled#1234 releases it asynchronously).
+pub fn open_retrying(config: &Config) -> crate::Result<Db> {
+    let mut attempts = 0;
+    loop {
+        match config.clone().open() {
+            Err(Error::InUse { .. }) if attempts < 1000 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn outcome<T: PartialEq + std::fmt::Debug>(
+    what: &str,
+    db: crate::Result<T>,
+    model: Result<T, Kind>,
+) -> Result<(), String> {
+    counted(what, db, model, &mut BTreeMap::new())
+}
+
+/// Like [`outcome`], counting the agreed outcome in `counts` under `what`.
+fn counted<T: PartialEq + std::fmt::Debug>(
+    what: &str,
+    db: crate::Result<T>,
+    model: Result<T, Kind>,
+    counts: &mut BTreeMap<&'static str, (u64, u64)>,
+) -> Result<(), String> {
+    let name: &'static str = match what {
+        "put" => "put",
+        "insert" => "insert",
+        "delete" => "delete",
+        "put_vectors" => "put_vectors",
+        "record_interactions" => "record_interactions",
+        "recommend" => "recommend",
+        "history" => "history",
+        "get_item" => "get_item",
+        "tokenize" => "tokenize",
+        "flush" => "flush",
+        _ => "other",
+    };
+    let entry = counts.entry(name).or_default();
+    if db.is_ok() {
+        entry.0 += 1;
+    } else {
+        entry.1 += 1;
+    }
+    match (db, model) {
+        (Ok(a), Ok(b)) if a == b => Ok(()),
+        (Err(e), Err(k)) if kind_of(&e) == k => Ok(()),
+        (Ok(a), Ok(b)) => Err(format!("{what}: db returned {a:?}, model {b:?}")),
+        (Ok(a), Err(k)) => Err(format!("{what}: db returned Ok({a:?}), model expects {k}")),
+        (Err(e), Ok(b)) => Err(format!("{what}: db failed with {e:?}, model expects {b:?}")),
+        (Err(e), Err(k)) => Err(format!("{what}: db failed with {e:?}, model expects {k}")),
+    }
+}
+
+impl Harness {
+    /// A fresh database in `dir` (which must be empty or missing).
+    pub fn new(dir: &Path, durability: Durability) -> Result<Harness, String> {
+        let db = open_retrying(&config(dir, durability)).map_err(|e| format!("open: {e}"))?;
+        Ok(Harness {
+            dir: dir.to_path_buf(),
+            durability,
+            db: Some(db),
+            model: Model::new(limits()),
+            steps: 0,
+            outcomes: BTreeMap::new(),
+        })
+    }
+
+    /// The open database.
+    pub fn db(&self) -> &Db {
+        self.db
+            .as_ref()
+            .expect("the harness always holds an open database between ops")
+    }
+
+    /// Closes and reopens the database.
+    pub fn reopen(&mut self) -> Result<(), String> {
+        if let Some(db) = self.db.take() {
+            db.close().map_err(|e| format!("close: {e}"))?;
+        }
+        let db = open_retrying(&config(&self.dir, self.durability))
+            .map_err(|e| format!("reopen: {e}"))?;
+        self.db = Some(db);
+        Ok(())
+    }
+
+    /// Applies `op` to the database and the model and compares the outcomes (not the state).
+    pub fn apply(&mut self, op: &Op) -> Result<(), String> {
+        self.steps += 1;
+        let db = self.db().clone();
+        let m = &mut self.model;
+        let c = &mut self.outcomes;
+        match op {
+            Op::Put { items, insert_only } => {
+                let got = if *insert_only {
+                    db.insert_items(items)
+                } else {
+                    db.put_items(items)
+                };
+                counted(
+                    if *insert_only { "insert" } else { "put" },
+                    got,
+                    m.put(items, *insert_only),
+                    c,
+                )
+            }
+            Op::Delete(keys) => {
+                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                counted("delete", db.delete_items(&keys), m.delete(&keys), c)
+            }
+            Op::PutVectors(name, vectors) => counted(
+                "put_vectors",
+                db.put_vectors(name, vectors),
+                m.put_vectors(name, vectors),
+                c,
+            ),
+            Op::Record(events) => counted(
+                "record_interactions",
+                db.record_interactions(events),
+                m.record(events),
+                c,
+            ),
+            Op::Recommend(user, k) => counted(
+                "recommend",
+                db.recommend(user, *k),
+                m.recommend(user, *k),
+                c,
+            ),
+            Op::History(user) => counted("history", db.history(user), m.history(user), c),
+            Op::Get(key) => {
+                counted("get_item", db.get_item(key), m.get_item(key), c)?;
+                outcome("item_id", db.item_id(key), m.item_id(key))
+            }
+            Op::Tokenize {
+                vector,
+                levels,
+                codes,
+                seed,
+                balance,
+            } => {
+                let mut opts = TokenizeOptions::new(vector.clone());
+                opts.levels = *levels;
+                opts.codes = *codes;
+                opts.iterations = 2;
+                opts.seed = *seed;
+                opts.balance_last_level = *balance;
+                opts.threads = 1;
+                let got = db.tokenize(&opts, None).map(|_| ());
+                counted("tokenize", got, m.tokenize(vector, *levels, *codes), c)
+            }
+            Op::Flush => counted("flush", db.flush(), Ok(()), c),
+            Op::Reopen => {
+                drop(db);
+                c.entry("reopen").or_default().0 += 1;
+                self.reopen()
+            }
+        }
+    }
+
+    /// Compares the whole observable state with the model and runs `check()`.
+    pub fn compare(&self) -> Result<(), String> {
+        let db = self.db();
+        let m = &self.model;
+        let report = db.check().map_err(|e| format!("check(): {e}"))?;
+        if !report.is_clean() {
+            return Err(format!("check() found problems: {:?}", report.problems));
+        }
+        let stats = db.stats().map_err(|e| format!("stats(): {e}"))?;
+        let want = (
+            m.live_items(),
+            m.items.len() as u64 - m.live_items(),
+            m.histories.len() as u64,
+            m.interactions(),
+            m.recorded,
+            m.catalog_version,
+        );
+        let got = (
+            stats.items,
+            stats.deleted_items,
+            stats.users,
+            stats.interactions,
+            stats.interactions_recorded,
+            stats.catalog_version,
+        );
+        if got != want {
+            return Err(format!(
+                "stats (items, deleted, users, interactions, recorded, catalog_version): db {got:?}, model {want:?}"
+            ));
+        }
+        if stats.vector_dims != m.dims || stats.kinds != m.kinds {
+            return Err(format!(
+                "stats dims/kinds: db {:?} {:?}, model {:?} {:?}",
+                stats.vector_dims, stats.kinds, m.dims, m.kinds
+            ));
+        }
+        let users: Vec<String> = db
+            .users()
+            .collect::<crate::Result<_>>()
+            .map_err(|e| format!("users(): {e}"))?;
+        let want_users: Vec<String> = m.histories.keys().cloned().collect();
+        if users != want_users {
+            return Err(format!("users(): db {users:?}, model {want_users:?}"));
+        }
+        for key in ITEM_KEYS {
+            outcome(
+                &format!("get_item({key:?})"),
+                db.get_item(key),
+                m.get_item(key),
+            )?;
+            outcome(
+                &format!("item_id({key:?})"),
+                db.item_id(key),
+                m.item_id(key),
+            )?;
+        }
+        for user in USERS {
+            outcome(
+                &format!("history({user:?})"),
+                db.history(user),
+                m.history(user),
+            )?;
+            outcome(
+                &format!("recommend({user:?})"),
+                db.recommend(user, 100),
+                m.recommend(user, 100),
+            )?;
+        }
+        self.compare_sids()
+    }
+
+    /// Which items hold codes, the table, and that `items_for_sid` and `allowed_next` agree
+    /// with the codes `sid()` returns.
+    fn compare_sids(&self) -> Result<(), String> {
+        let db = self.db();
+        let m = &self.model;
+        let info = db.sid_info();
+        let got = info
+            .as_ref()
+            .map(|i| (i.version, i.levels, i.vector.clone()));
+        let want = m
+            .sid
+            .as_ref()
+            .map(|s| (s.version, s.levels, Some(s.vector.clone())));
+        if got != want {
+            return Err(format!("sid_info: db {got:?}, model {want:?}"));
+        }
+        let mut tuples: BTreeMap<Vec<u16>, Vec<(u64, String)>> = BTreeMap::new();
+        for (key, mi) in &m.items {
+            let codes = db.sid(key).map_err(|e| format!("sid({key:?}): {e}"))?;
+            if codes.is_some() != mi.has_codes {
+                return Err(format!(
+                    "sid({key:?}): db {codes:?}, model expects codes: {}",
+                    mi.has_codes
+                ));
+            }
+            if let (Some(codes), Some(s)) = (codes, &m.sid) {
+                if codes.len() != s.levels {
+                    return Err(format!("sid({key:?}) = {codes:?}: {} levels", s.levels));
+                }
+                tuples.entry(codes).or_default().push((mi.id, key.clone()));
+            }
+        }
+        let mut prefixes: BTreeMap<Vec<u16>, BTreeSet<u16>> = BTreeMap::new();
+        for (codes, items) in &mut tuples {
+            items.sort();
+            let want: Vec<String> = items.iter().map(|(_, k)| k.clone()).collect();
+            let got = db.items_for_sid(codes);
+            if got != want {
+                return Err(format!(
+                    "items_for_sid({codes:?}): db {got:?}, sid() says {want:?}"
+                ));
+            }
+            for l in 0..codes.len() {
+                prefixes
+                    .entry(codes[..l].to_vec())
+                    .or_default()
+                    .insert(codes[l]);
+            }
+        }
+        if prefixes.is_empty() {
+            prefixes.insert(Vec::new(), BTreeSet::new());
+        }
+        for (prefix, next) in prefixes {
+            let got = db.allowed_next(&prefix);
+            let want: Vec<u16> = next.into_iter().collect();
+            if got != want {
+                return Err(format!(
+                    "allowed_next({prefix:?}): db {got:?}, sid() says {want:?}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies `op` and compares everything; the error names the step and the op.
+    pub fn step(&mut self, op: &Op) -> Result<(), String> {
+        self.apply(op)
+            .and_then(|()| self.compare())
+            .map_err(|e| format!("step {} ({op:?}): {e}", self.steps))
+    }
+
+    /// Closes the database.
+    pub fn close(mut self) -> Result<(), String> {
+        match self.db.take() {
+            Some(db) => db.close().map_err(|e| format!("close: {e}")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Outcome counts per call: (succeeded, failed as the model predicted).
+pub type Outcomes = BTreeMap<&'static str, (u64, u64)>;
+
+/// Decodes ops from `data` (at most `max_ops`) and runs them on a fresh database in a new
+/// temporary directory under `parent`; returns the number of ops run, or the first divergence.
+pub fn run_bytes(parent: &Path, data: &[u8], max_ops: usize) -> Result<usize, String> {
+    run_bytes_counted(parent, data, max_ops).map(|(n, _)| n)
+}
+
+/// Like [`run_bytes`], also returning how each call ended.
+pub fn run_bytes_counted(
+    parent: &Path,
+    data: &[u8],
+    max_ops: usize,
+) -> Result<(usize, Outcomes), String> {
+    let dir = TempDir::new(parent);
+    let mut h = Harness::new(&dir.0, Durability::default())?;
+    let mut u = Unstructured::new(data);
+    let mut n = 0;
+    while n < max_ops && !u.is_empty() {
+        let Ok(op) = Op::arbitrary(&mut u) else {
+            break;
+        };
+        h.step(&op)?;
+        n += 1;
+    }
+    let outcomes = std::mem::take(&mut h.outcomes);
+    h.close()?;
+    Ok((n, outcomes))
+}
+
+/// A directory removed on drop (the fuzz crate does not depend on `tempfile`).
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A new unique directory path under `parent` (not created: the database creates it).
+    pub fn new(parent: &Path) -> TempDir {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        TempDir(parent.join(format!("cdb-fuzz-{}-{n}", std::process::id())))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
