@@ -318,6 +318,26 @@ impl Harness {
         })
     }
 
+    /// Opens the existing database in `dir` against `model`, the state it should hold.
+    pub fn attach(dir: &Path, durability: Durability, model: Model) -> Result<Harness, String> {
+        let db = open_retrying(&config(dir, durability).create_if_missing(false))
+            .map_err(|e| format!("open: {e}"))?;
+        Ok(Harness {
+            dir: dir.to_path_buf(),
+            durability,
+            db: Some(db),
+            model,
+            steps: 0,
+            outcomes: BTreeMap::new(),
+        })
+    }
+
+    /// Gives the model back, dropping the database handle (without a final flush error check).
+    pub fn into_model(mut self) -> Model {
+        self.db = None;
+        std::mem::replace(&mut self.model, Model::new(limits()))
+    }
+
     /// The open database.
     pub fn db(&self) -> &Db {
         self.db
@@ -558,6 +578,46 @@ impl Harness {
             None => Ok(()),
         }
     }
+}
+
+/// Applies the writes of `op` to `model` alone (reads, flushes and reopens change nothing):
+/// how a crash test replays the ops a killed child acknowledged.
+pub fn apply_to_model(model: &mut Model, op: &Op) {
+    match op {
+        Op::Put { items, insert_only } => {
+            let _ = model.put(items, *insert_only);
+        }
+        Op::Delete(keys) => {
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            let _ = model.delete(&keys);
+        }
+        Op::PutVectors(name, vectors) => {
+            let _ = model.put_vectors(name, vectors);
+        }
+        Op::Record(events) => {
+            let _ = model.record(events);
+        }
+        Op::Tokenize {
+            vector,
+            levels,
+            codes,
+            ..
+        } => {
+            let _ = model.tokenize(vector, *levels, *codes);
+        }
+        Op::Recommend(..) | Op::History(_) | Op::Get(_) | Op::Flush | Op::Reopen => {}
+    }
+}
+
+/// Op number `i` of the sequence of `seed`: each op decoded from its own 256 random bytes, so
+/// that a parent can regenerate any op of a child's sequence without replaying it.
+pub fn seeded_op(seed: u64, i: u64) -> Op {
+    use rand::{RngCore, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(i);
+    let mut bytes = [0u8; 256];
+    rng.fill_bytes(&mut bytes);
+    Op::arbitrary(&mut Unstructured::new(&bytes)).unwrap_or(Op::Flush)
 }
 
 /// Outcome counts per call: (succeeded, failed as the model predicted).
