@@ -141,12 +141,38 @@ fn every_ops_regression_replays_clean() {
 
 #[test]
 fn ffi_call_sequences_follow_the_rules() {
-    for seed in 0..40 {
+    for seed in 0..24 {
         let dir = tempfile::tempdir().unwrap();
         let data = bytes(1_000 + seed, 2048);
         if let Err(e) = fuzzing::ffi::run_bytes(dir.path(), &data, 60) {
             panic!("ffi seed {seed}: {e}");
         }
+    }
+    let tally = fuzzing::ffi::take_tally();
+    println!("ffi: (call, status) counts: {tally:#?}");
+    // The sequences must reach the success path of the main calls, and their error paths.
+    for call in [
+        "open",
+        "item_put",
+        "items_put_jsonl",
+        "interaction_record",
+        "recommend",
+        "tokenize",
+        "sid",
+        "allowed_next",
+        "history_json",
+        "check",
+    ] {
+        assert!(
+            tally.contains_key(&format!("{call} CONVERGEDB_OK")),
+            "{call}: never OK"
+        );
+        assert!(
+            tally
+                .keys()
+                .any(|k| k.starts_with(&format!("{call} ")) && !k.ends_with(" CONVERGEDB_OK")),
+            "{call}: never failed"
+        );
     }
     for path in regressions("ffi") {
         let dir = tempfile::tempdir().unwrap();

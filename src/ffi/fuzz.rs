@@ -58,16 +58,16 @@ impl Arg {
 }
 
 const KEYS: &[&str] = &["a", "b", "c", "d", "u1", "u2", "", "v"];
-const JSON: &[&str] = &[
-    "{\"genre\": \"x\"}",
+const ATTRS: &[&str] = &["{\"genre\": \"x\"}", "{}", "[1, 2]", "{\"a\": 1}", "{"];
+const VECTORS: &[&str] = &[
     "{\"v\": [1.0, 2.0]}",
+    "{\"v\": [0.5, -2.0]}",
+    "{\"v\": [3.0, 1.0], \"w\": [1.0]}",
     "{\"v\": [1.0]}",
     "{\"v\": []}",
     "{\"v\": [\"a\"]}",
-    "{\"v\": [1e39]}",
-    "[1, 2]",
+    "{\"v\": [1e39, 0.0]}",
     "null",
-    "{",
 ];
 const JSONL: &[&str] = &[
     "{\"key\": \"a\", \"vectors\": {\"v\": [0.5, 1.0]}}\n{\"key\": \"b\"}",
@@ -80,7 +80,7 @@ const JSONL: &[&str] = &[
 ];
 
 fn arg(u: &mut Unstructured<'_>, pool: &[&str]) -> arbitrary::Result<Arg> {
-    Ok(match u.int_in_range(0u8..=15)? {
+    Ok(match u.int_in_range(0u8..=39)? {
         0 => Arg(None),
         1 => Arg(CString::new(vec![b'k', 0xff, 0xfe]).ok()),
         2 => {
@@ -93,6 +93,14 @@ fn arg(u: &mut Unstructured<'_>, pool: &[&str]) -> arbitrary::Result<Arg> {
         }
         n => Arg::text(pool[usize::from(n) % pool.len()]),
     })
+}
+
+/// An optional JSON argument: NULL (not given) a third of the time.
+fn opt_arg(u: &mut Unstructured<'_>, pool: &[&str]) -> arbitrary::Result<Arg> {
+    if u.ratio(1u8, 3)? {
+        return Ok(Arg(None));
+    }
+    arg(u, pool)
 }
 
 /// Which handle slot a call uses; slot `HANDLES` means a NULL handle.
@@ -127,16 +135,29 @@ enum Call {
 }
 
 fn call(u: &mut Unstructured<'_>) -> arbitrary::Result<Call> {
-    let slot = u.int_in_range(0..=HANDLES)?;
+    // Mostly the handle opened first; sometimes another slot or a NULL handle.
+    let slot = match u.int_in_range(0u8..=19)? {
+        0 => HANDLES,
+        1 => 1,
+        2 => 2,
+        _ => 0,
+    };
     Ok(match u.int_in_range(0u8..=19)? {
-        0 => Call::Open {
+        0 | 2 => Call::Open {
             slot: slot.min(HANDLES - 1),
-            path: u.int_in_range(0..=5)?,
-            opts: u.int_in_range(0..=4)?,
+            // Mostly the first database, so that a freed slot 0 reopens it.
+            path: match u.int_in_range(0u8..=9)? {
+                n @ 0..=4 => n,
+                _ => 0,
+            },
+            opts: u.int_in_range(0..=8)?,
             null_out: u.ratio(1u8, 10)?,
         },
-        1 => Call::Close(slot),
-        2 => Call::Free(slot),
+        1 => match u.int_in_range(0u8..=5)? {
+            0 => Call::Close(slot),
+            1 => Call::Free(slot),
+            _ => Call::Flush(slot),
+        },
         3 => Call::Flush(slot),
         4 => Call::Stats(slot, u.ratio(1u8, 5)?),
         5 => Call::Check(slot),
@@ -146,8 +167,8 @@ fn call(u: &mut Unstructured<'_>) -> arbitrary::Result<Call> {
                 arg(u, KEYS)?,
                 arg(u, KEYS)?,
                 arg(u, KEYS)?,
-                arg(u, JSON)?,
-                arg(u, JSON)?,
+                opt_arg(u, ATTRS)?,
+                opt_arg(u, VECTORS)?,
             ],
         ),
         7 => Call::PutJsonl(slot, arg(u, JSONL)?),
@@ -158,7 +179,7 @@ fn call(u: &mut Unstructured<'_>) -> arbitrary::Result<Call> {
             arg(u, KEYS)?,
             arg(u, KEYS)?,
             i64::arbitrary(u)?,
-            arg(u, &["view", "", "click"])?,
+            opt_arg(u, &["view", "", "click"])?,
             match u.int_in_range(0u8..=6)? {
                 0 => f32::NAN,
                 1 => f32::INFINITY,
@@ -181,8 +202,8 @@ fn call(u: &mut Unstructured<'_>) -> arbitrary::Result<Call> {
         14 => Call::Tokenize(
             slot,
             arg(u, &["v", "w"])?,
-            u.int_in_range(0..=3)?,
-            u.int_in_range(0..=4)?,
+            u.int_in_range(0..=2)?,
+            u.int_in_range(1..=4)?,
         ),
         15 => Call::Sid(
             slot,
@@ -207,7 +228,17 @@ fn call(u: &mut Unstructured<'_>) -> arbitrary::Result<Call> {
         }
         17 => Call::Import(slot, u.int_in_range(0..=3)?, Vec::<u8>::arbitrary(u)?),
         18 => Call::Export(slot, u.int_in_range(0..=2)?),
-        _ => Call::StatusName(i32::arbitrary(u)?),
+        19 if u.ratio(1u8, 2)? => Call::StatusName(i32::arbitrary(u)?),
+        _ => Call::Put(
+            slot,
+            [
+                Arg::text(KEYS[usize::from(u.int_in_range(0u8..=3)?)]),
+                Arg::text("t"),
+                Arg::text(""),
+                Arg(None),
+                Arg::text(VECTORS[usize::from(u.int_in_range(0u8..=2)?)]),
+            ],
+        ),
     })
 }
 
@@ -218,8 +249,24 @@ fn last_error() -> String {
         .into_owned()
 }
 
+thread_local! {
+    static TALLY: std::cell::RefCell<std::collections::BTreeMap<String, u64>> =
+        std::cell::RefCell::default();
+}
+
+/// How often each (call, status) pair occurred on this thread since the last call of this
+/// function: the coverage of a run.
+pub fn take_tally() -> std::collections::BTreeMap<String, u64> {
+    TALLY.with(|t| std::mem::take(&mut *t.borrow_mut()))
+}
+
 /// Checks the rules every status-returning call follows.
 fn sane(what: &str, status: convergedb_status, bad_args: bool) -> Result<(), String> {
+    TALLY.with(|t| {
+        *t.borrow_mut()
+            .entry(format!("{what} {status:?}"))
+            .or_default() += 1
+    });
     let message = last_error();
     if status == S::CONVERGEDB_PANIC {
         return Err(format!("{what}: a panic reached the C API: {message}"));
@@ -278,6 +325,13 @@ pub fn run_bytes(dir: &Path, data: &[u8], max_calls: usize) -> Result<usize, Str
     let mut n = 0;
     let file_path = dir.join("not-a-dir");
     std::fs::write(&file_path, b"x").map_err(|e| e.to_string())?;
+    let prelude = Call::Open {
+        slot: 0,
+        path: 0,
+        opts: 0,
+        null_out: false,
+    };
+    one(dir, &mut handles, prelude).map_err(|e| format!("opening the first handle: {e}"))?;
     while n < max_calls && !u.is_empty() {
         let Ok(c) = call(&mut u) else { break };
         n += 1;
