@@ -175,7 +175,12 @@ fn apply_write(db: &convergedb::Db, op: &ops::Op) {
             opts.threads = 1;
             let _ = db.tokenize(&opts, None);
         }
-        Op::Recommend(..) | Op::History(_) | Op::Get(_) | Op::Flush | Op::Reopen => {}
+        Op::Recommend(..)
+        | Op::History(_)
+        | Op::Get(_)
+        | Op::Flush
+        | Op::ExportImport
+        | Op::Reopen => {}
     }
 }
 

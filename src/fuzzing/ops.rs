@@ -83,6 +83,8 @@ pub enum Op {
     },
     /// `flush`.
     Flush,
+    /// `export_tokenization`, then `import_tokenization` of that file: codes unchanged.
+    ExportImport,
     /// `close`, drop, and open again.
     Reopen,
 }
@@ -226,7 +228,8 @@ impl<'a> Arbitrary<'a> for Op {
                 seed: u64::from(u8::arbitrary(u)?),
                 balance: bool::arbitrary(u)?,
             },
-            93..=97 => Op::Flush,
+            93..=95 => Op::Flush,
+            96..=97 => Op::ExportImport,
             _ => Op::Reopen,
         })
     }
@@ -421,6 +424,13 @@ impl Harness {
                 counted("tokenize", got, m.tokenize(vector, *levels, *codes), c)
             }
             Op::Flush => counted("flush", db.flush(), Ok(()), c),
+            Op::ExportImport => {
+                let path = self.dir.with_extension("sid.json");
+                let result = export_import(&db, m, &path);
+                let _ = std::fs::remove_file(&path);
+                c.entry("export_import").or_default().0 += u64::from(result.is_ok());
+                result
+            }
             Op::Reopen => {
                 drop(db);
                 c.entry("reopen").or_default().0 += 1;
@@ -605,8 +615,50 @@ pub fn apply_to_model(model: &mut Model, op: &Op) {
         } => {
             let _ = model.tokenize(vector, *levels, *codes);
         }
-        Op::Recommend(..) | Op::History(_) | Op::Get(_) | Op::Flush | Op::Reopen => {}
+        Op::Recommend(..)
+        | Op::History(_)
+        | Op::Get(_)
+        | Op::Flush
+        | Op::ExportImport
+        | Op::Reopen => {}
     }
+}
+
+/// Exports the tokenization and imports the file back: without a table both fail; with one,
+/// the import is a no-op or a new table version, and every item keeps exactly its codes.
+fn export_import(db: &Db, m: &mut Model, path: &Path) -> Result<(), String> {
+    let keys: Vec<String> = m.items.keys().cloned().collect();
+    let codes = |db: &Db| -> Result<Vec<Option<Vec<u16>>>, String> {
+        keys.iter()
+            .map(|k| db.sid(k).map_err(|e| format!("sid({k:?}): {e}")))
+            .collect()
+    };
+    let before = codes(db)?;
+    let exported = db.export_tokenization(path);
+    let Some(sid) = m.sid.as_mut() else {
+        return match exported {
+            Err(Error::InvalidTokenization(_)) => Ok(()),
+            other => Err(format!("export without a table: {other:?}")),
+        };
+    };
+    exported.map_err(|e| format!("export: {e}"))?;
+    let info = db
+        .import_tokenization(path)
+        .map_err(|e| format!("import of the exported file: {e}"))?;
+    if info.version != sid.version && info.version != sid.version + 1 {
+        return Err(format!(
+            "import of the exported file: version {} after {}",
+            info.version, sid.version
+        ));
+    }
+    sid.version = info.version;
+    let after = codes(db)?;
+    if after != before {
+        return Err(format!(
+            "import of the exported file changed codes: {before:?} -> {after:?}"
+        ));
+    }
+    Ok(())
 }
 
 /// Op number `i` of the sequence of `seed`: each op decoded from its own 256 random bytes, so
