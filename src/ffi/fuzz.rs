@@ -229,7 +229,8 @@ fn call(u: &mut Unstructured<'_>) -> arbitrary::Result<Call> {
         17 => Call::Import(slot, u.int_in_range(0..=3)?, Vec::<u8>::arbitrary(u)?),
         18 => Call::Export(slot, u.int_in_range(0..=2)?),
         19 if u.ratio(1u8, 2)? => Call::StatusName(i32::arbitrary(u)?),
-        _ => Call::Put(
+        // Well-formed writes, so that the catalog and the histories fill up.
+        _ if u.ratio(1u8, 2)? => Call::Put(
             slot,
             [
                 Arg::text(KEYS[usize::from(u.int_in_range(0u8..=3)?)]),
@@ -238,6 +239,14 @@ fn call(u: &mut Unstructured<'_>) -> arbitrary::Result<Call> {
                 Arg(None),
                 Arg::text(VECTORS[usize::from(u.int_in_range(0u8..=2)?)]),
             ],
+        ),
+        _ => Call::Record(
+            slot,
+            Arg::text(["u1", "u2"][usize::from(u.int_in_range(0u8..=1)?)]),
+            Arg::text(KEYS[usize::from(u.int_in_range(0u8..=3)?)]),
+            i64::from(u.int_in_range(0u8..=9)?),
+            Arg(None),
+            1.0,
         ),
     })
 }
