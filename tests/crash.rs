@@ -180,7 +180,7 @@ fn apply_write(db: &convergedb::Db, op: &ops::Op) {
         | Op::Get(_)
         | Op::Flush
         | Op::ExportImport
-        | Op::Reopen => {}
+        | Op::Reopen(_) => {}
     }
 }
 

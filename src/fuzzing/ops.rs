@@ -85,8 +85,8 @@ pub enum Op {
     Flush,
     /// `export_tokenization`, then `import_tokenization` of that file: codes unchanged.
     ExportImport,
-    /// `close`, drop, and open again.
-    Reopen,
+    /// `close` (or, with `false`, only drop the handle: its drop flushes), then open again.
+    Reopen(bool),
 }
 
 fn item_key(u: &mut Unstructured<'_>) -> arbitrary::Result<String> {
@@ -230,7 +230,7 @@ impl<'a> Arbitrary<'a> for Op {
             },
             93..=95 => Op::Flush,
             96..=97 => Op::ExportImport,
-            _ => Op::Reopen,
+            _ => Op::Reopen(bool::arbitrary(u)?),
         })
     }
 }
@@ -348,7 +348,7 @@ impl Harness {
             .expect("the harness always holds an open database between ops")
     }
 
-    /// Closes and reopens the database.
+    /// Closes (if still open) and reopens the database.
     pub fn reopen(&mut self) -> Result<(), String> {
         if let Some(db) = self.db.take() {
             db.close().map_err(|e| format!("close: {e}"))?;
@@ -431,9 +431,12 @@ impl Harness {
                 c.entry("export_import").or_default().0 += u64::from(result.is_ok());
                 result
             }
-            Op::Reopen => {
+            Op::Reopen(close) => {
                 drop(db);
                 c.entry("reopen").or_default().0 += 1;
+                if !*close {
+                    self.db = None; // dropped without close: the handle's drop flushes
+                }
                 self.reopen()
             }
         }
@@ -620,7 +623,7 @@ pub fn apply_to_model(model: &mut Model, op: &Op) {
         | Op::Get(_)
         | Op::Flush
         | Op::ExportImport
-        | Op::Reopen => {}
+        | Op::Reopen(_) => {}
     }
 }
 
