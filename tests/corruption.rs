@@ -28,13 +28,17 @@ const SOURCE_OPS: u64 = 40;
 const SOURCE_SEED: u64 = 7;
 const CASE_TIMEOUT: Duration = Duration::from_secs(60);
 const CHILD_ENV: &str = "CONVERGEDB_CORRUPTION_CHILD";
+const BIG: &str = "big";
 
-/// The ops that write the source database: a large item (64 KiB of text, so that sled stores a
-/// blob), then seeded random ops.
+/// The ops that write the source database: a large item (sled stores it as a blob), then
+/// seeded random ops.
 fn source_ops() -> Vec<Op> {
-    let big = Item::new("a")
-        .title("T".repeat(60_000))
-        .description("D".repeat(60_000));
+    // Over sled's blob threshold (a quarter of its 512 KiB segment), under a key the random ops
+    // never touch.
+    let big = Item::new(BIG)
+        .title("T".repeat(65_000))
+        .description("D".repeat(65_000))
+        .attribute("notes", "N".repeat(60_000));
     let mut list = vec![Op::Put {
         items: vec![big],
         insert_only: false,
@@ -157,7 +161,14 @@ fn verify(dir: &Path, snaps: &[Model]) -> Result<String, String> {
     let mut full_diff = String::new();
     for k in (0..=last).rev() {
         h.model = snaps[k].clone();
-        match h.compare() {
+        let big = h.db().get_item(BIG).map_err(|e| e.to_string());
+        match h.compare().and_then(|()| {
+            if big == Ok(h.model.get_item(BIG).unwrap()) {
+                Ok(())
+            } else {
+                Err(format!("get_item({BIG:?}) differs"))
+            }
+        }) {
             Ok(()) if k == last => return Ok("recovered: all writes".into()),
             Ok(()) => return Ok(format!("recovered: prefix of {k}/{last} writes")),
             Err(e) if k == last => full_diff = e,
@@ -192,6 +203,7 @@ fn read_everything(db: &convergedb::Db) -> Result<(), String> {
         let u = u.map_err(s)?;
         db.history(&u).map_err(s)?;
     }
+    db.get_item(BIG).map_err(s)?;
     for key in ops::ITEM_KEYS {
         db.get_item(key).map_err(s)?;
         db.sid(key).map_err(s)?;
@@ -256,6 +268,14 @@ fn damaged_files_give_errors_or_a_consistent_prefix() {
     );
 
     // Outcome -> (cases, the damage of one of them).
+    let listing: Vec<String> = files(&root.path().join("source"))
+        .iter()
+        .map(|p| {
+            let name = p.strip_prefix(root.path().join("source")).unwrap();
+            format!("{} ({} bytes)", name.display(), p.metadata().unwrap().len())
+        })
+        .collect();
+    println!("corruption: source files {listing:?}");
     let mut outcomes: BTreeMap<String, (u64, String)> = BTreeMap::new();
     let mut failures: Vec<String> = Vec::new();
     let mut next = 0;
