@@ -13,7 +13,9 @@
 //! one time in ten, while it is still opening), reopens, and requires the whole observable
 //! state to equal the reference model after exactly the acknowledged ops, or after those plus
 //! the one op in flight: never a lost acknowledged op, never part of an op. `check()` must be
-//! clean. 200 iterations; `CONVERGEDB_CRASH_ITERS=<n>` for a campaign.
+//! clean. 200 iterations; `CONVERGEDB_CRASH_ITERS=<n>` for a campaign. The same loop with
+//! `Durability::Buffered` (100 iterations) may lose acknowledged ops, but must recover exactly
+//! the state after some prefix of them.
 
 mod common;
 
@@ -111,6 +113,7 @@ fn sync_writes_survive_sigkill() {
 const LOOP_DIR_ENV: &str = "CONVERGEDB_CRASH_LOOP_DIR";
 const LOOP_SEED_ENV: &str = "CONVERGEDB_CRASH_LOOP_SEED";
 const LOOP_LOG_ENV: &str = "CONVERGEDB_CRASH_LOOP_LOG";
+const LOOP_BUFFERED_ENV: &str = "CONVERGEDB_CRASH_LOOP_BUFFERED";
 
 /// The crash loop's child: applies the ops of its seed until killed, logging each ack.
 #[test]
@@ -123,7 +126,8 @@ fn crash_loop_child() {
         return;
     };
     let seed: u64 = seed.parse().unwrap();
-    let db = ops::open_retrying(&ops::config(Path::new(&dir), Durability::Sync)).unwrap();
+    let buffered = std::env::var(LOOP_BUFFERED_ENV).is_ok_and(|b| b == "1");
+    let db = ops::open_retrying(&ops::config(Path::new(&dir), durability(buffered))).unwrap();
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -198,19 +202,51 @@ fn acked(log: &Path) -> u64 {
 
 #[test]
 fn random_ops_survive_a_crash_loop() {
-    let iters: u64 = std::env::var("CONVERGEDB_CRASH_ITERS")
-        .ok()
-        .map_or(200, |n| {
-            n.parse().expect("CONVERGEDB_CRASH_ITERS is a number")
-        });
-    let base: u64 = std::env::var("CONVERGEDB_CRASH_SEED")
-        .ok()
-        .map_or(0, |n| n.parse().expect("CONVERGEDB_CRASH_SEED is a number"));
+    let iters = env_number("CONVERGEDB_CRASH_ITERS", 200);
+    let base = env_number("CONVERGEDB_CRASH_SEED", 0);
+    crash_loop(Mode::Sync, iters, base);
+}
+
+/// With `Durability::Buffered`, a kill may lose the writes since the last flush, but the files
+/// must always hold a prefix of the ops: each op entirely or not at all, never a later op
+/// without an earlier one.
+#[test]
+fn buffered_crash_loop_recovers_a_prefix_of_the_ops() {
+    let iters = env_number("CONVERGEDB_CRASH_ITERS", 200) / 2;
+    let base = env_number("CONVERGEDB_CRASH_SEED", 0);
+    crash_loop(Mode::Buffered, iters, base.wrapping_add(1 << 32));
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().map_or(default, |n| {
+        n.parse().unwrap_or_else(|_| panic!("{name} is a number"))
+    })
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Mode {
+    Sync,
+    Buffered,
+}
+
+/// The durability of the crash loop's children: `Sync`, or `Buffered` flushed every 10 ms (the
+/// children live 5-50 ms).
+fn durability(buffered: bool) -> Durability {
+    if buffered {
+        Durability::Buffered { flush_every_ms: 10 }
+    } else {
+        Durability::Sync
+    }
+}
+
+fn crash_loop(mode: Mode, iters: u64, base: u64) {
     let root = common::tempdir();
     let dir = root.path().join("db");
+    let buffered = mode == Mode::Buffered;
     let mut model = Model::new(ops::limits());
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(base);
     let (mut total_acked, mut in_flight_applied, mut killed_opening) = (0u64, 0u64, 0u64);
+    let mut lost_acked = 0u64;
     for it in 0..iters {
         let seed = base.wrapping_mul(1_000_003).wrapping_add(it);
         let log = root.path().join(format!("log-{it}"));
@@ -225,6 +261,7 @@ fn random_ops_survive_a_crash_loop() {
             .env(LOOP_DIR_ENV, &dir)
             .env(LOOP_SEED_ENV, seed.to_string())
             .env(LOOP_LOG_ENV, &log)
+            .env(LOOP_BUFFERED_ENV, if buffered { "1" } else { "0" })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -249,40 +286,61 @@ fn random_ops_survive_a_crash_loop() {
         child.kill().unwrap(); // SIGKILL on Unix
         child.wait().unwrap();
 
+        // The model after each prefix of the child's ops, up to the one in flight.
         let n = acked(&log);
         total_acked += n;
-        for i in 0..n {
-            ops::apply_to_model(&mut model, &ops::seeded_op(seed, i));
+        let mut prefixes = vec![model];
+        for i in 0..=n {
+            let mut next = prefixes[prefixes.len() - 1].clone();
+            ops::apply_to_model(&mut next, &ops::seeded_op(seed, i));
+            prefixes.push(next);
         }
-        let mut with_next = model.clone();
-        ops::apply_to_model(&mut with_next, &ops::seeded_op(seed, n));
-        let h = Harness::attach(&dir, Durability::Sync, model)
-            .unwrap_or_else(|e| panic!("iteration {it} (seed {seed}): reopen: {e}"));
-        model = match h.compare() {
-            Ok(()) => h.into_model(),
-            Err(without) => {
-                let acked_model = h.into_model();
-                let h = Harness::attach(&dir, Durability::Sync, with_next).unwrap();
-                if let Err(with) = h.compare() {
-                    panic!(
-                        "iteration {it} (seed {seed}, {n} acked ops): the state is neither \
-                         the acknowledged ops ({without}) nor those plus the op in flight \
-                         ({with}); in flight: {:?}",
-                        ops::seeded_op(seed, n)
-                    );
-                }
-                drop(acked_model);
-                in_flight_applied += 1;
-                h.into_model()
-            }
+        // Sync: exactly the acknowledged ops, or those plus the one in flight. Buffered: any
+        // prefix, the longest first.
+        let candidates: Vec<usize> = match mode {
+            Mode::Sync => vec![n as usize, n as usize + 1],
+            Mode::Buffered => (0..=n as usize + 1).rev().collect(),
         };
+        let mut h = Harness::attach(&dir, durability(buffered), prefixes[candidates[0]].clone())
+            .unwrap_or_else(|e| panic!("iteration {it} (seed {seed}): reopen: {e}"));
+        let mut found = None;
+        let mut first_diff = String::new();
+        for k in &candidates {
+            h.model = prefixes[*k].clone();
+            match h.compare() {
+                Ok(()) => {
+                    found = Some(*k);
+                    break;
+                }
+                Err(e) if first_diff.is_empty() => first_diff = e,
+                Err(_) => {}
+            }
+        }
+        let Some(k) = found else {
+            panic!(
+                "iteration {it} (seed {seed}, {mode:?}, {n} acked ops): the state is no \
+                 allowed prefix of the ops ({candidates:?}); against {}: {first_diff}; \
+                 in flight: {:?}",
+                candidates[0],
+                ops::seeded_op(seed, n)
+            );
+        };
+        if k as u64 > n {
+            in_flight_applied += 1;
+        }
+        lost_acked += n.saturating_sub(k as u64);
+        model = h.into_model();
     }
     println!(
-        "crash loop: {iters} iterations, {total_acked} acknowledged ops, in-flight op found \
-         applied {in_flight_applied} times, killed while opening {killed_opening} times"
+        "crash loop ({mode:?}): {iters} iterations, {total_acked} acknowledged ops, \
+         {lost_acked} acknowledged ops lost, in-flight op found applied {in_flight_applied} \
+         times, killed while opening {killed_opening} times"
     );
     assert!(
         total_acked >= iters,
         "the children acknowledged too little: {total_acked}"
     );
+    if mode == Mode::Sync {
+        assert_eq!(lost_acked, 0);
+    }
 }
