@@ -5,8 +5,8 @@
 //! - [`model`]: the reference model, an in-memory deterministic implementation of the
 //!   database's observable behaviour (catalog, vectors, histories, popularity, which items hold
 //!   semantic-ID codes, stats counters);
-//! - [`ops`]: the `Op` enum decoded from fuzzer bytes (`arbitrary::Unstructured`), and the
-//!   harness that applies each op to a real `Db` and to the model, compares outcomes and the
+//! - [`op`]: the `Op` enum decoded from fuzzer bytes (`arbitrary::Unstructured`);
+//! - [`ops`]: the harness that applies each op to a real `Db` and to the model, compares outcomes and the
 //!   whole observable state after every step, and runs `check()`;
 //! - [`decode`]: arbitrary bytes into every on-disk record decoder and the tokenization-file
 //!   parser;
@@ -21,6 +21,7 @@
 
 pub mod decode;
 pub mod model;
+pub mod op;
 pub mod ops;
 
 pub use crate::ffi::fuzz as ffi;
