@@ -23,6 +23,8 @@
 
 pub mod call;
 pub mod db;
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
 pub mod interactions;
 pub mod items;
 pub mod recommend;

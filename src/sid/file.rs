@@ -70,8 +70,14 @@ pub(crate) fn read(path: &Path) -> Result<Parsed> {
         ));
     }
     let text = std::fs::read_to_string(path).map_err(io)?;
+    parse(path, &text)
+}
+
+/// Parses the text of a tokenization file or a LETTER index file; `path` only names it in
+/// errors.
+pub(crate) fn parse(path: &Path, text: &str) -> Result<Parsed> {
     let value: Value =
-        serde_json::from_str(&text).map_err(|e| bad(path, format!("not JSON: {e}")))?;
+        serde_json::from_str(text).map_err(|e| bad(path, format!("not JSON: {e}")))?;
     let parsed = if value.get("format").is_some() {
         from_file(path, value)?
     } else {

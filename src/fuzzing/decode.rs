@@ -1,4 +1,4 @@
-//! Entry points for the fuzz targets in `fuzz/` (feature `fuzzing`; not a stable API).
+//! Arbitrary bytes into every on-disk record decoder and the tokenization-file parser.
 
 use crate::store::records::{self, Counts, HistoryRecord, ItemRecord};
 
@@ -8,6 +8,15 @@ pub fn decode_records(bytes: &[u8]) {
     let key = b"fuzz";
     let _ = ItemRecord::decode(key, bytes);
     let _ = HistoryRecord::decode(key, bytes);
+    // The zero-copy view the read paths use: parse, then touch every entry.
+    if let Ok(view) = crate::store::records::HistoryView::parse(key, bytes) {
+        let _ = (view.version(), view.recorded(), view.contains(1));
+        for i in 0..view.len() {
+            let _ = view.entry(i);
+        }
+    }
+    let _ = crate::store::keys::parse_item_id("items", bytes);
+    let _ = crate::store::keys::parse_text("histories", bytes);
     let _ = Counts::decode(bytes);
     let _ = records::decode_kinds(bytes);
     let _ = records::decode_dim(key, bytes);
@@ -21,4 +30,13 @@ pub fn decode_records(bytes: &[u8]) {
     let _ = records::decode_sid_items(key, bytes);
     let _ = crate::store::keys::parse_tuple(bytes);
     let _ = crate::sid::SidTable::decode(bytes);
+}
+
+/// Feeds `bytes` to the tokenization-file parser (a convergedb tokenization file or a LETTER
+/// `*.index.json`): `Ok` or `Err`, never a panic.
+pub fn decode_tokenization_file(bytes: &[u8]) {
+    let path = std::path::Path::new("<fuzz>");
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        let _ = crate::sid::file::parse(path, text);
+    }
 }
