@@ -15,7 +15,7 @@ impl Arg {
         self.0.as_ref().map_or(ptr::null(), |c| c.as_ptr())
     }
     pub(super) fn is_bad(&self) -> bool {
-        self.0.as_ref().map_or(true, |c| c.to_str().is_err())
+        self.0.as_ref().is_none_or(|c| c.to_str().is_err())
     }
     pub(super) fn text(s: &str) -> Arg {
         Arg(CString::new(s).ok())

@@ -238,10 +238,7 @@ fn one(dir: &Path, handles: &mut Handles, c: Call) -> Result<(), String> {
             sane("check", s, h.is_null())?;
             if s == S::CONVERGEDB_OK {
                 let report = take_json("check", out)?;
-                if report["problems"]
-                    .as_array()
-                    .map_or(true, |p| !p.is_empty())
-                {
+                if report["problems"].as_array().is_none_or(|p| !p.is_empty()) {
                     return Err(format!("check found problems: {report}"));
                 }
             }
