@@ -16,8 +16,8 @@ pub(crate) struct OrtScorer<'s> {
     mask_len: usize,
     /// Without the cache: the current rows' tokens, `rows x mask_len` (left-padded).
     ids: Vec<i64>,
-    /// With the cache: the current rows' cache tensors and their length.
-    cache: Vec<Vec<f32>>,
+    /// With the cache: the current rows' cache tensors (ONNX Runtime's own outputs).
+    cache: Vec<ort::value::DynValue>,
     /// Gathered past for the next step (reused buffers).
     past: Vec<Vec<f32>>,
 }
@@ -125,7 +125,10 @@ impl StepScorer for OrtScorer<'_> {
         // Gather each parent's cache block into the new batch's past.
         let block = self.session.heads * old_len * self.session.head_dim;
         self.past.resize_with(self.cache.len(), Vec::new);
-        for (src, dst) in self.cache.iter().zip(self.past.iter_mut()) {
+        for (value, dst) in self.cache.iter().zip(self.past.iter_mut()) {
+            let (_, src) = value
+                .try_extract_tensor::<f32>()
+                .map_err(|e| crate::Error::Inference(format!("reading the cache: {e}")))?;
             dst.clear();
             dst.reserve(n * block);
             for &p in parents {

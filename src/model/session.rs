@@ -208,7 +208,7 @@ impl LmSession {
         &mut self,
         step: &Step<'_>,
         logits: &mut Logits,
-        presents: Option<&mut Vec<Vec<f32>>>,
+        presents: Option<&mut Vec<ort::value::DynValue>>,
     ) -> Result<()> {
         let (b, s) = (step.batch, step.seq);
         let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
@@ -236,7 +236,7 @@ impl LmSession {
             inputs.push((Cow::Borrowed(name.as_str()), tensor.into()));
         }
         let started = std::time::Instant::now();
-        let outputs = self
+        let mut outputs = self
             .session
             .run(inputs)
             .map_err(ort_err("running the model"))?;
@@ -264,10 +264,15 @@ impl LmSession {
                 .extend_from_slice(&data[start..start + self.vocab]);
         }
         if let Some(presents) = presents {
-            presents.resize_with(self.present_names.len(), Vec::new);
+            // The outputs are kept as ONNX Runtime values (no copy); the scorer gathers the
+            // next step's past straight from them.
+            presents.clear();
             let want = b * self.heads * (step.past_len + s) * self.head_dim;
-            for (name, buf) in self.present_names.iter().zip(presents.iter_mut()) {
-                let (_, data) = outputs[name.as_str()]
+            for name in &self.present_names {
+                let value = outputs
+                    .remove(name.as_str())
+                    .ok_or_else(|| Error::Inference(format!("the model returned no {name}")))?;
+                let (_, data) = value
                     .try_extract_tensor::<f32>()
                     .map_err(ort_err("reading the cache"))?;
                 if data.len() != want {
@@ -276,8 +281,7 @@ impl LmSession {
                         data.len()
                     )));
                 }
-                buf.clear();
-                buf.extend_from_slice(data);
+                presents.push(value);
             }
         }
         Ok(())
