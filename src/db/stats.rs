@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use super::Db;
 use crate::config::Durability;
-use crate::store::{keys, records::Counts, TreeId, FORMAT_VERSION};
+use crate::store::{keys, records::Counts, Store, TreeId, FORMAT_VERSION};
 use crate::{Error, Result};
 
 /// A snapshot of the database's size and settings. Serialises to JSON for the CLI and C API.
@@ -36,6 +36,8 @@ pub struct Stats {
     pub poisoned: Option<String>,
     /// The current tokenization (sid table), if any.
     pub sid: Option<crate::SidInfo>,
+    /// The ANN indexes in memory, by vector name.
+    pub ann: Vec<crate::AnnInfo>,
 }
 
 impl Db {
@@ -57,17 +59,22 @@ impl Db {
             durability: self.inner.config.durability,
             poisoned: self.inner.poison.reason(),
             sid: derived.sid.as_deref().map(crate::SidInfo::of),
+            ann: self.ann_info(),
         })
     }
 
     pub(super) fn counts(&self) -> Result<Counts> {
-        match self.inner.store.get(TreeId::Meta, keys::META_COUNTS)? {
-            Some(bytes) => Counts::decode(&bytes),
-            None => Err(Error::corruption(
-                "meta",
-                keys::META_COUNTS,
-                "missing counts record",
-            )),
-        }
+        read_counts(&self.inner.store)
+    }
+}
+
+pub(super) fn read_counts(store: &Store) -> Result<Counts> {
+    match store.get(TreeId::Meta, keys::META_COUNTS)? {
+        Some(bytes) => Counts::decode(&bytes),
+        None => Err(Error::corruption(
+            "meta",
+            keys::META_COUNTS,
+            "missing counts record",
+        )),
     }
 }
