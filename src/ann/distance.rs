@@ -19,25 +19,31 @@ impl Distance<f32> for CosineDot {
 /// `a·b`, eight partial sums at a time.
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
+    let (a, b) = (a[..n].chunks_exact(8), b[..n].chunks_exact(8));
+    let tail: f32 = a
+        .remainder()
+        .iter()
+        .zip(b.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     let mut lanes = [0.0f32; 8];
-    let chunks = n / 8;
-    for c in 0..chunks {
-        let (x, y) = (&a[c * 8..c * 8 + 8], &b[c * 8..c * 8 + 8]);
-        for i in 0..8 {
-            lanes[i] += x[i] * y[i];
+    for (x, y) in a.zip(b) {
+        for ((lane, x), y) in lanes.iter_mut().zip(x).zip(y) {
+            *lane += x * y;
         }
     }
-    let mut sum: f32 = lanes.iter().sum();
-    for i in chunks * 8..n {
-        sum += a[i] * b[i];
-    }
-    sum
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// Scales `v` to unit length; false (and `v` unchanged) for a zero vector.
 pub(crate) fn normalize(v: &mut [f32]) -> bool {
-    let norm = dot(v, v).sqrt();
+    let mut norm = dot(v, v).sqrt();
+    if norm.is_infinite() {
+        // Components near f32::MAX: scale down first so the squares do not overflow.
+        let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        v.iter_mut().for_each(|x| *x /= max);
+        norm = dot(v, v).sqrt();
+    }
     if !(norm > 0.0 && norm.is_finite()) {
         return false;
     }
@@ -61,5 +67,8 @@ mod tests {
         assert!((dot(&v, &v) - naive).abs() < 1e-5);
         let mut zero = vec![0.0; 4];
         assert!(!normalize(&mut zero));
+        let mut huge = vec![f32::MAX, -f32::MAX, 0.0];
+        assert!(normalize(&mut huge));
+        assert!((dot(&huge, &huge) - 1.0).abs() < 1e-5, "{huge:?}");
     }
 }

@@ -28,6 +28,10 @@ const MAX_LAYERS: usize = 16;
 /// Points inserted per parallel batch while building (progress is reported between batches).
 const BUILD_BATCH: usize = 4096;
 
+/// At most this many extra neighbours are asked of the unfiltered search tried first, to make
+/// room for tombstones and excluded items.
+const UNFILTERED_EXTRA_MAX: usize = 64;
+
 /// Internal ids → items, and the bookkeeping around tombstones.
 #[derive(Debug, Default)]
 pub(crate) struct IdMap {
@@ -42,15 +46,16 @@ pub(crate) struct IdMap {
 }
 
 impl IdMap {
-    pub(crate) fn from_items(items: Vec<u64>, catalog_version: u64) -> Self {
+    pub(crate) fn from_items(mut items: Vec<u64>, catalog_version: u64) -> Self {
         let mut by_item = HashMap::with_capacity(items.len());
         let mut dead = 0;
-        for (internal, &item) in items.iter().enumerate() {
+        for internal in 0..items.len() {
+            let item = items[internal];
             if item == 0 {
                 dead += 1;
             } else if let Some(old) = by_item.insert(item, internal) {
-                // A duplicate can only come from a damaged map: keep the newest point.
-                let _ = old;
+                // Two points for one item cannot be written by us; keep the newest.
+                items[old] = 0;
                 dead += 1;
             }
         }
@@ -219,14 +224,19 @@ impl AnnIndex {
     }
 
     /// The `k` live items nearest to `query` (already normalised) by cosine similarity, best
-    /// first, skipping tombstones and items for which `exclude` is true.
+    /// first, skipping tombstones and items for which `exclude` is true (`excluded`: how many
+    /// items it may reject, a hint).
+    ///
+    /// hnsw_rs's filtered search gives up its early exit and explores much more of the graph, so
+    /// an unfiltered search for `k` plus (up to 64) room for rejects is tried first and filtered
+    /// afterwards; only if that leaves fewer than `k` does the filtered search run.
     pub(crate) fn search(
         &self,
         query: &[f32],
         k: usize,
         ef_search: usize,
         exclude: &dyn Fn(u64) -> bool,
-        has_exclusions: bool,
+        excluded: usize,
     ) -> Vec<Hit> {
         let map = self.map.read();
         let ef = ef_search.max(k);
@@ -243,14 +253,13 @@ impl AnnIndex {
                 .take(k)
                 .collect()
         };
-        let wanted = k.min(map.by_item.len());
-        if map.dead == 0 && !has_exclusions {
-            // No tombstone to skip: the unfiltered search keeps hnsw_rs's early exit. A point
-            // inserted concurrently can still be dropped by `keep`; then search again, filtered.
-            let hits = collect(self.graph.search(query, k, ef));
-            if hits.len() >= wanted {
-                return hits;
-            }
+        let wanted = k.min(map.by_item.len().saturating_sub(excluded));
+        // If at least k of the k_wide nearest points survive the filter, they are the k nearest
+        // survivors: any nearer survivor would be among the k_wide nearest.
+        let k_wide = k + (excluded + map.dead).min(UNFILTERED_EXTRA_MAX);
+        let hits = collect(self.graph.search(query, k_wide, ef.max(k_wide)));
+        if hits.len() >= wanted {
+            return hits;
         }
         let filter = |id: &usize| keep(*id).is_some();
         let filter: &dyn FilterT = &filter;

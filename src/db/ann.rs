@@ -95,7 +95,7 @@ impl Db {
         let mut q = query.to_vec();
         normalize(&mut q);
         let ef = self.inner.config.ann.ef_search;
-        let hits = index.search(&q, k, ef, &|_| false, false);
+        let hits = index.search(&q, k, ef, &|_| false, 0);
         Ok(self.name_hits(hits))
     }
 
@@ -270,7 +270,13 @@ fn rebuild_locked(
     let version = super::stats::read_counts(store)?.catalog_version;
     let points = scan_vectors(inner, vector, dim)?;
     let params = &inner.config.ann;
-    let index = AnnIndex::build(vector, dim, params, points, version, progress);
+    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        AnnIndex::build(vector, dim, params, points, version, progress)
+    }));
+    let index = built.map_err(|_| Error::Ann {
+        vector: vector.to_string(),
+        reason: "hnsw_rs panicked while building the graph".into(),
+    })?;
     let key = keys::ann(vector);
     let previous = match store.get(TreeId::Meta, &key)? {
         Some(v) => AnnManifest::decode(&key, &v)

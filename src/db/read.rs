@@ -61,7 +61,8 @@ impl Db {
         let (source, items) = match self.route(history.as_ref())? {
             Route::Ann(index, query) => {
                 let ef = self.inner.config.ann.ef_search;
-                let hits = index.search(&query, k, ef, &seen, true);
+                let excluded = history.as_ref().map_or(0, HistoryView::len);
+                let hits = index.search(&query, k, ef, &seen, excluded);
                 (Source::Ann, self.name_hits(hits))
             }
             Route::Popularity => (Source::Popularity, self.popular(k, &seen)),
