@@ -12,7 +12,7 @@ pub struct AnnParams {
     pub max_nb_connection: usize,
     /// Candidates examined when inserting a point. Default 200.
     pub ef_construction: usize,
-    /// Candidates examined per query (raised to `k` when `k` is larger). Default 64.
+    /// Candidates examined per query (raised to `k` when `k` is larger). Default 96.
     pub ef_search: usize,
     /// Rebuild an index once tombstones exceed this fraction of its points. Default 0.25.
     pub rebuild_tombstone_ratio: f64,
@@ -27,7 +27,7 @@ impl Default for AnnParams {
         AnnParams {
             max_nb_connection: 16,
             ef_construction: 200,
-            ef_search: 64,
+            ef_search: 96,
             rebuild_tombstone_ratio: 0.25,
             min_history: 1,
             recent_items: 20,
