@@ -107,6 +107,20 @@ pub enum Error {
     /// from another catalog. The message says which.
     #[error("invalid tokenization: {0}")]
     InvalidTokenization(String),
+    /// No vector of this name is stored (and none is declared with `Config::vector`). Store
+    /// item vectors under that name first.
+    #[error("no vector named {name:?} is stored in this database")]
+    UnknownVector {
+        /// The vector name.
+        name: String,
+    },
+    /// The vector has no ANN index. Build one with `Db::build_ann` (CLI: `convergedb ann-build
+    /// --vector NAME`) or name it in `Config::ann_maintain`.
+    #[error("vector {vector:?} has no ANN index: build one with build_ann (CLI: convergedb ann-build --vector {vector})")]
+    NoAnnIndex {
+        /// The vector name.
+        vector: String,
+    },
     /// An import file could not be read or parsed. Nothing from the failing batch was written.
     #[error("{path}:{line}: {reason}")]
     Import {
@@ -229,6 +243,15 @@ pub enum Error {
     /// ONNX Runtime failed while running the model (or while creating a session).
     #[error("ONNX Runtime: {0}")]
     Inference(String),
+    /// An ANN index could not be written (its dump files or folder). The previous index, if
+    /// any, stays in use; fix the cause (disk space, permissions on `<db>/ann`) and rebuild.
+    #[error("ANN index of vector {vector:?}: {reason}")]
+    Ann {
+        /// The vector name.
+        vector: String,
+        /// What failed.
+        reason: String,
+    },
 
     // ---- the handle ----
     /// A write failed part-way (for example a flush error): the handle no longer trusts its

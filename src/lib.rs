@@ -19,6 +19,7 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+mod ann;
 mod config;
 mod db;
 mod derived;
@@ -35,6 +36,7 @@ mod recommendation;
 mod sid;
 mod store;
 
+pub use ann::{AnnInfo, AnnOrigin, AnnParams};
 pub use config::{Config, Durability};
 pub use db::{CheckReport, Db, Prompt, Stats, TokenizeProgress};
 pub use error::{Error, Result};

@@ -10,6 +10,8 @@ pub enum Source {
     /// The attached LLM, by trie-constrained beam search over the user's history; scores are
     /// log-probabilities of the item's semantic ID.
     Model,
+    /// The nearest items (ANN index) to a recency-weighted mean of the user's recent item vectors.
+    Ann,
 }
 
 /// A ranked list of items for one user, with the source that produced it and its stamps.
@@ -32,6 +34,7 @@ pub struct ScoredItem {
     pub key: String,
     /// The item's internal id.
     pub item_id: u64,
-    /// The source's score; higher is better. For popularity: retained interactions with the item.
+    /// The source's score; higher is better. For popularity: retained interactions with the item;
+    /// for ANN: cosine similarity to the query.
     pub score: f64,
 }

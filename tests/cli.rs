@@ -314,3 +314,43 @@ fn amazon_tokenization_from_the_cli_is_deterministic() {
     let stats: Value = serde_json::from_str(&ok(&db_cli(&db, &["sid-stats", "--json"]))).unwrap();
     assert_eq!(stats["items_with_codes"], 9922);
 }
+
+#[test]
+fn ann_build_then_recommend_names_the_ann_source() {
+    let dir = tempdir();
+    let items = dir.path().join("items.jsonl");
+    std::fs::write(
+        &items,
+        r#"{"key": "a", "vectors": {"emb": [1, 0, 0]}}
+{"key": "b", "vectors": {"emb": [0.9, 0.1, 0]}}
+{"key": "c", "vectors": {"emb": [0, 0, 1]}}
+"#,
+    )
+    .unwrap();
+    let events = dir.path().join("events.csv");
+    std::fs::write(&events, "user,item,timestamp\nu,a,1\nv,c,2\nv,c,3\n").unwrap();
+    let db = dir.path().join("db");
+    ok(&db_cli(&db, &["import", "items", items.to_str().unwrap()]));
+    ok(&db_cli(
+        &db,
+        &["import", "interactions", events.to_str().unwrap()],
+    ));
+    let rec: Value =
+        serde_json::from_str(&ok(&db_cli(&db, &["recommend", "u", "--json"]))).unwrap();
+    assert_eq!(rec["source"], "popularity");
+
+    let text = ok(&db_cli(&db, &["ann-build", "--vector", "emb"]));
+    assert!(text.contains("ANN index of \"emb\": 3 vectors"), "{text}");
+    let rec: Value =
+        serde_json::from_str(&ok(&db_cli(&db, &["recommend", "u", "--json"]))).unwrap();
+    assert_eq!(rec["source"], "ann");
+    assert_eq!(rec["items"][0]["key"], "b");
+    let text = ok(&db_cli(&db, &["recommend", "u"]));
+    assert!(text.contains("source Ann"), "{text}");
+
+    let err = failed(&db_cli(&db, &["ann-build", "--vector", "nope"]));
+    assert!(err.contains("no vector named \"nope\""), "{err}");
+    let text = ok(&db_cli(&db, &["ann-drop", "--vector", "emb"]));
+    assert!(text.contains("dropped"), "{text}");
+    ok(&db_cli(&db, &["check"]));
+}

@@ -12,7 +12,9 @@
 //! - I1 every `sids` entry names a live item and `sid_items` is exactly its inverse;
 //! - I2 the in-memory trie equals the tuples of `sid_items`;
 //! - I7 every item's codes carry the current sid-table version and fit its shape;
-//! - F8 with codebooks, every live item holding the tokenized vector has codes.
+//! - F8 with codebooks, every live item holding the tokenized vector has codes;
+//! - I6 every ANN index maps exactly the live items holding its vector; its catalog version is
+//!   at most the catalog's (`ann_check.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -294,6 +296,8 @@ impl Db {
             }
             Err(e) => problem(format!("F7 cannot rebuild derived state: {e}")),
         }
+        let catalog_version = counts.as_ref().map(|c| c.catalog_version);
+        self.check_ann(&items, catalog_version, &mut problem);
         report.items = items.len() as u64;
         Ok(report)
     }

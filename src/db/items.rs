@@ -76,6 +76,7 @@ impl Db {
                         for name in &old.vector_names {
                             if !item.vectors.contains_key(name) {
                                 tx.remove(TreeId::Vectors, &keys::vector(id, name))?;
+                                effects.vectors.push((id, name.clone(), None));
                             }
                         }
                         if !old.live {
@@ -99,11 +100,7 @@ impl Db {
                     }
                 };
                 for (name, values) in &item.vectors {
-                    tx.insert(
-                        TreeId::Vectors,
-                        &keys::vector(id, name),
-                        records::encode_vector(values),
-                    )?;
+                    set_vector(tx, &mut effects, id, name, values)?;
                 }
                 let record = ItemRecord {
                     key: item.key.clone(),
@@ -132,6 +129,7 @@ impl Db {
                 ids.push(id);
             }
             tx.set_counts(&counts)?;
+            effects.catalog_version = Some(counts.catalog_version);
             Ok((ids, effects))
         })
     }
@@ -176,6 +174,7 @@ impl Db {
                 }
                 for name in &old.vector_names {
                     tx.remove(TreeId::Vectors, &keys::vector(id, name))?;
+                    effects.vectors.push((id, name.clone(), None));
                 }
                 drop_codes(tx, &mut effects, id)?;
                 let tombstone = ItemRecord {
@@ -194,6 +193,7 @@ impl Db {
                 effects.items.push((id, Arc::from(*key), false));
             }
             tx.set_counts(&counts)?;
+            effects.catalog_version = Some(counts.catalog_version);
             Ok((keys_to_delete.len(), effects))
         })
     }
@@ -237,11 +237,7 @@ impl Db {
                     name,
                     values.len(),
                 )?;
-                tx.insert(
-                    TreeId::Vectors,
-                    &keys::vector(id, name),
-                    records::encode_vector(values),
-                )?;
+                set_vector(tx, &mut effects, id, name, values)?;
                 if let Err(pos) = rec.vector_names.binary_search_by(|n| n.as_str().cmp(name)) {
                     rec.vector_names.insert(pos, name.to_string());
                 }
@@ -252,6 +248,7 @@ impl Db {
                 }
             }
             tx.set_counts(&counts)?;
+            effects.catalog_version = Some(counts.catalog_version);
             Ok(((), effects))
         })
     }
@@ -335,6 +332,24 @@ impl Db {
         let live = self.inner.derived.read().catalog.get(id).map(|m| m.live);
         Ok(if live == Some(true) { Some(id) } else { None })
     }
+}
+
+/// Stores vector `name` of item `id`; when its bytes change, the ANN layer hears of it.
+fn set_vector(
+    tx: &Tx<'_>,
+    effects: &mut Effects,
+    id: u64,
+    name: &str,
+    values: &[f32],
+) -> TxResult<()> {
+    let key = keys::vector(id, name);
+    let bytes = records::encode_vector(values);
+    if tx.get(TreeId::Vectors, &key)?.as_deref() != Some(bytes.as_slice()) {
+        effects
+            .vectors
+            .push((id, name.to_string(), Some(values.to_vec())));
+    }
+    tx.insert(TreeId::Vectors, &key, bytes)
 }
 
 /// Checks (and, for a new name, fixes) the dimension of vector `name`.

@@ -9,6 +9,8 @@
 //! Invariants owned here (see `docs/design.md`, "Invariants"): the derived state equals the
 //! store after every write; a failed flush or storage error poisons the handle.
 
+mod ann;
+mod ann_check;
 mod check;
 mod embed;
 mod generate;
@@ -27,10 +29,12 @@ pub use sid::TokenizeProgress;
 pub use stats::Stats;
 pub(crate) use validate::{validate_interactions, validate_items, validate_vector_name};
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::ann::AnnSlot;
 use crate::config::Durability;
 use crate::derived::{Derived, Effects};
 use crate::store::{open_store, Store, TreeId, Tx, TxResult};
@@ -55,6 +59,8 @@ struct Inner {
     poison: Poison,
     /// The attached model bundle, if any.
     model: RwLock<Option<Arc<crate::model::Model>>>,
+    /// ANN indexes by vector name (derived; replaced whole on rebuild, under the writer lock).
+    ann: RwLock<HashMap<String, AnnSlot>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -79,9 +85,11 @@ impl Db {
                 writer: Mutex::new(()),
                 poison: Poison::default(),
                 model: RwLock::new(None),
+                ann: RwLock::new(HashMap::new()),
             }),
         };
         db.declare_vectors()?;
+        db.ann_open()?;
         Ok(db)
     }
 
@@ -156,8 +164,13 @@ impl Db {
                     .transact(trees, |tx| f(tx, &derived, &prepared))
             };
             match result {
-                Ok((value, effects)) => {
+                Ok((value, mut effects)) => {
+                    let vectors = std::mem::take(&mut effects.vectors);
+                    let version = effects.catalog_version;
                     self.inner.derived.write().apply(effects);
+                    if !vectors.is_empty() || version.is_some() {
+                        self.ann_after_write(&vectors, version);
+                    }
                     value
                 }
                 Err(e) => {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use super::Db;
 use crate::config::Durability;
-use crate::store::{keys, records::Counts, TreeId, FORMAT_VERSION};
+use crate::store::{keys, records::Counts, Store, TreeId, FORMAT_VERSION};
 use crate::{Error, Result};
 
 /// A snapshot of the database's size and settings. Serialises to JSON for the CLI and C API.
@@ -39,6 +39,8 @@ pub struct Stats {
     /// The attached model: its id, the ONNX Runtime library version and the execution provider
     /// in use.
     pub model: Option<crate::ModelInfo>,
+    /// The ANN indexes in memory, by vector name.
+    pub ann: Vec<crate::AnnInfo>,
 }
 
 impl Db {
@@ -61,17 +63,22 @@ impl Db {
             poisoned: self.inner.poison.reason(),
             sid: derived.sid.as_deref().map(crate::SidInfo::of),
             model: self.model_info(),
+            ann: self.ann_info(),
         })
     }
 
     pub(super) fn counts(&self) -> Result<Counts> {
-        match self.inner.store.get(TreeId::Meta, keys::META_COUNTS)? {
-            Some(bytes) => Counts::decode(&bytes),
-            None => Err(Error::corruption(
-                "meta",
-                keys::META_COUNTS,
-                "missing counts record",
-            )),
-        }
+        read_counts(&self.inner.store)
+    }
+}
+
+pub(super) fn read_counts(store: &Store) -> Result<Counts> {
+    match store.get(TreeId::Meta, keys::META_COUNTS)? {
+        Some(bytes) => Counts::decode(&bytes),
+        None => Err(Error::corruption(
+            "meta",
+            keys::META_COUNTS,
+            "missing counts record",
+        )),
     }
 }

@@ -56,6 +56,11 @@ pub(crate) struct Effects {
     /// (tuple, item) pairs added to / removed from the trie.
     pub trie_insert: Vec<(Vec<u16>, u64)>,
     pub trie_remove: Vec<(Vec<u16>, u64)>,
+    /// (item, vector name, new value or `None` when removed) of every vector whose bytes
+    /// changed: the ANN layer's input, taken out before `apply`.
+    pub vectors: Vec<(u64, String, Option<Vec<f32>>)>,
+    /// The catalog version after the write, for writes that bump it.
+    pub catalog_version: Option<u64>,
 }
 
 impl Default for Derived {

@@ -137,7 +137,7 @@ pub unsafe extern "C" fn convergedb_recommendation_item_score(
     })
 }
 
-/// Which part of the database produced the list: "popularity" or "model". A static string
+/// Which part of the database produced the list: "popularity", "ann" or "model". A static string
 /// (never free it); NULL when `rec` is NULL.
 ///
 /// # Safety
@@ -151,6 +151,7 @@ pub unsafe extern "C" fn convergedb_recommendation_source(
         unsafe { result(rec) }.map_or(std::ptr::null(), |r| match r.source {
             Source::Popularity => c"popularity".as_ptr(),
             Source::Model => c"model".as_ptr(),
+            Source::Ann => c"ann".as_ptr(),
             #[allow(unreachable_patterns)] // `Source` is #[non_exhaustive]
             _ => c"other".as_ptr(),
         })

@@ -2,7 +2,7 @@
 //!
 //! | tree        | key                                   |
 //! |-------------|---------------------------------------|
-//! | `meta`      | ASCII name (`header`, `counts`, `kinds`, `dim/<vector name>`) |
+//! | `meta`      | ASCII name (`header`, `counts`, `kinds`, `dim/<vector name>`, `ann/<vector name>`) |
 //! | `items`     | item_id: u64 BE                        |
 //! | `item_keys` | external item key, UTF-8 bytes         |
 //! | `vectors`   | item_id: u64 BE ++ vector name, UTF-8  |
@@ -17,6 +17,7 @@ pub(crate) const META_COUNTS: &[u8] = b"counts";
 pub(crate) const META_KINDS: &[u8] = b"kinds";
 pub(crate) const META_DIM_PREFIX: &[u8] = b"dim/";
 pub(crate) const META_SID_TABLE: &[u8] = b"sid_table";
+pub(crate) const META_ANN_PREFIX: &[u8] = b"ann/";
 
 pub(crate) fn item_id(id: u64) -> [u8; 8] {
     id.to_be_bytes()
@@ -53,6 +54,13 @@ pub(crate) fn parse_vector(key: &[u8]) -> Result<(u64, String)> {
 
 pub(crate) fn dim(name: &str) -> Vec<u8> {
     let mut k = META_DIM_PREFIX.to_vec();
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// `meta` key of the ANN manifest of vector `name`.
+pub(crate) fn ann(name: &str) -> Vec<u8> {
+    let mut k = META_ANN_PREFIX.to_vec();
     k.extend_from_slice(name.as_bytes());
     k
 }

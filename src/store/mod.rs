@@ -8,6 +8,7 @@
 //!   unbounded allocation (`codec.rs`);
 //! - one transaction across the trees it touches per logical operation (`tx.rs`).
 
+mod ann_record;
 pub(crate) mod codec;
 mod header;
 mod history_record;
@@ -23,6 +24,7 @@ pub(crate) use header::FORMAT_VERSION;
 pub(crate) fn check_header_bytes(bytes: &[u8]) -> Result<u32> {
     header::check_header(std::path::Path::new("(fuzz)"), bytes)
 }
+pub(crate) use ann_record::{AnnManifest, DumpFile};
 pub(crate) use open::open_store;
 pub(crate) use tx::{Tx, TxFail, TxResult};
 

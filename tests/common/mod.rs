@@ -8,6 +8,8 @@ use std::path::Path;
 use convergedb::{Config, Db, History, Item, Recommendation, Stats};
 use tempfile::TempDir;
 
+pub mod vectors;
+
 /// A fresh temporary directory.
 pub fn tempdir() -> TempDir {
     tempfile::tempdir().expect("create a temporary directory")

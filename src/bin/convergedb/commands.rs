@@ -94,6 +94,15 @@ pub(crate) fn run(cli: Cli) -> CliResult {
             tokenize(&db, &opts, json)?
         }
         Command::Sid { item, json } => sid(&db, &item, json)?,
+        Command::AnnBuild { vector } => ann_build(&db, &vector)?,
+        Command::AnnDrop { vector } => {
+            if db.drop_ann(&vector)? {
+                println!("dropped the ANN index of {vector:?}");
+            } else {
+                println!("vector {vector:?} had no ANN index");
+            }
+            ExitCode::SUCCESS
+        }
         Command::SidStats { json } => sid_stats(&db, json)?,
         Command::SidImport { file } => {
             let info = db.import_tokenization(&file)?;
@@ -346,6 +355,35 @@ fn tokenize(db: &Db, opts: &TokenizeOptions, json: bool) -> CliResult {
             info.fingerprint
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ann_build(db: &Db, vector: &str) -> CliResult {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} indexing [{bar:40}] {pos}/{len} vectors ({elapsed}, eta {eta})",
+        )
+        .map_err(|e| e.to_string())?
+        .progress_chars("=> "),
+    );
+    let started = std::time::Instant::now();
+    let info = db.build_ann_with_progress(vector, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    let info = info?;
+    println!(
+        "ANN index of {vector:?}: {} vectors of dimension {} (M = {}, ef_construction = {}), \
+         generation {}, built and saved in {:.2} s",
+        info.live,
+        info.dim,
+        info.max_nb_connection,
+        info.ef_construction,
+        info.generation,
+        started.elapsed().as_secs_f64()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

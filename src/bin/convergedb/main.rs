@@ -166,6 +166,18 @@ enum Command {
         /// The file to write.
         file: PathBuf,
     },
+    /// Build (or rebuild) the ANN index over an item vector, with a progress bar.
+    AnnBuild {
+        /// The item vector to index.
+        #[arg(long)]
+        vector: String,
+    },
+    /// Drop the ANN index of an item vector (its files and manifest).
+    AnnDrop {
+        /// The item vector whose index to drop.
+        #[arg(long)]
+        vector: String,
+    },
     /// Time `recommend` over every user (warm cache): p50, p99 and mean latency.
     Latency {
         /// How many items per call.
