@@ -439,7 +439,7 @@ const char *convergedb_recommendation_item_key(const convergedb_recommendation *
 double convergedb_recommendation_item_score(const convergedb_recommendation *rec, size_t i);
 
 /*
- Which part of the database produced the list: today always "popularity". A static string
+ Which part of the database produced the list: "popularity", "ann" or "model". A static string
  (never free it); NULL when `rec` is NULL.
 
  # Safety
