@@ -239,7 +239,7 @@ def run(args):
     if cfg.get("ablation"):
         acfg = {**lmcfg, "tasks": ["sequential"]}
         am, ainfo = train_lm.train(crp, acfg, log, init)
-        tmp = out.rstrip("/") + "-ablation"
+        tmp = os.path.join(args.cache, "ablation-" + os.path.basename(os.path.abspath(out)))  # not shipped
         build_bundle(tmp, ds, split, codes, tok_dict, tok_text, vinfo, am, cfg, vecs, templates, {})
         metrics["lm_sequential_only"] = lm_metrics(serve_ref.Bundle(tmp, verify=False), ds, split.test_history, split.test_target)
         extra["ablation"] = ainfo
