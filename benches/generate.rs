@@ -108,10 +108,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if kv {
             hwm_kv = vm_hwm_kib();
         }
+        if kv {
+            hwm_kv = vm_hwm_kib();
+        }
     }
     let peak_kib = vm_hwm_kib();
     println!(
-        "peak RSS of the bench process (one session): {} MiB (before attaching: {} MiB)",
+        "peak RSS (one session): {} MiB after the KV-cache runs, {} MiB after the full re-runs (before attaching: {} MiB)",
+        hwm_kv / 1024,
         peak_kib / 1024,
         hwm_before / 1024
     );
