@@ -108,9 +108,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if kv {
             hwm_kv = vm_hwm_kib();
         }
-        if kv {
-            hwm_kv = vm_hwm_kib();
-        }
     }
     let peak_kib = vm_hwm_kib();
     println!(
