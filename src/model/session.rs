@@ -43,7 +43,7 @@ pub(crate) fn open(
 ) -> Result<LmSession> {
     let mut builder = Session::builder(&rt.env).map_err(ort_err("creating a session"))?;
     builder = builder
-        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .with_optimization_level(GraphOptimizationLevel::All)
         .map_err(|e| Error::Inference(format!("setting the optimization level: {e}")))?;
     if opts.intra_threads > 0 {
         builder = builder
