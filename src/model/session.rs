@@ -52,7 +52,10 @@ pub(crate) fn open(
     }
     builder = match opts.provider {
         ExecutionProvider::Cpu => builder
-            .with_execution_providers([ort::ep::CPU::default().build().error_on_failure()])
+            .with_execution_providers([ort::ep::CPU::default()
+                .with_arena_allocator(true)
+                .build()
+                .error_on_failure()])
             .map_err(|e| Error::Inference(format!("registering the CPU provider: {e}")))?,
         ExecutionProvider::Cuda { device_id } => cuda(builder, device_id)?,
     };
