@@ -366,3 +366,33 @@ fn a_changed_file_fails_its_checksum_and_a_bad_manifest_is_named() {
     let reason = bundle_error(&db, empty.path());
     assert!(reason.contains("cannot open"), "{reason}");
 }
+
+#[test]
+fn a_long_history_shows_its_most_recent_items() {
+    let (_dir, db) = setup();
+    attach(&db, ModelOptions::new());
+    let max = db.model_info().unwrap().max_history;
+    let tv = vectors();
+    let items: Vec<&str> = tv["recommendations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| strs(&c["history"]))
+        .take(max + 7)
+        .collect();
+    let events: Vec<convergedb::Interaction> = items
+        .iter()
+        .enumerate()
+        .map(|(t, item)| convergedb::Interaction::new("long", *item, t as i64))
+        .collect();
+    db.record_interactions(&events).unwrap();
+    let recent = &items[items.len() - max..];
+    assert_eq!(
+        db.prompt("long").unwrap(),
+        db.prompt_for_history(recent).unwrap()
+    );
+    assert_ne!(
+        db.prompt("long").unwrap(),
+        db.prompt_for_history(&items[..max]).unwrap()
+    );
+}

@@ -79,8 +79,7 @@ impl Db {
 
     fn attached(&self) -> Result<Arc<Model>> {
         let model = self.inner.model.read().clone().ok_or(Error::NoModel)?;
-        let info = model.info();
-        self.check_fingerprint(&model, &info.bundle)?;
+        self.check_fingerprint(&model, &model.dir)?;
         Ok(model)
     }
 
@@ -165,9 +164,7 @@ impl Db {
     }
 
     fn render(&self, model: &Model, ids: &[u64]) -> Result<Prompt> {
-        let mut codes = self.codes_of(ids)?;
-        let keep = codes.len().saturating_sub(model.prompter.max_history());
-        codes.drain(..keep);
+        let codes = self.recent_codes(ids, model.prompter.max_history())?;
         let text = model.prompter.render(&codes);
         let input_ids = model.prompter.encode(&text)?;
         Ok(Prompt { text, input_ids })
@@ -209,15 +206,20 @@ impl Db {
         ))
     }
 
-    /// Codes of each item that has them, in the given order.
-    fn codes_of(&self, ids: &[u64]) -> Result<Vec<Vec<u16>>> {
-        let mut out = Vec::with_capacity(ids.len());
-        for &id in ids {
+    /// Codes of the last `max` items of `ids` that have codes, oldest first. Reads from the
+    /// newest backwards, so a long history costs `max` lookups, not one per entry.
+    fn recent_codes(&self, ids: &[u64], max: usize) -> Result<Vec<Vec<u16>>> {
+        let mut out = Vec::with_capacity(max.min(ids.len()));
+        for &id in ids.iter().rev() {
+            if out.len() == max {
+                break;
+            }
             let key = keys::item_id(id);
             if let Some(bytes) = self.inner.store.get(TreeId::Sids, &key)? {
                 out.push(records::decode_sid(&key, &bytes)?.1);
             }
         }
+        out.reverse();
         Ok(out)
     }
 

@@ -54,6 +54,8 @@ pub struct ModelInfo {
 }
 
 pub(crate) struct Model {
+    /// The bundle folder.
+    pub dir: PathBuf,
     info: Mutex<ModelInfo>,
     pub manifest: Manifest,
     pub prompter: Prompter,
@@ -90,6 +92,7 @@ impl Model {
             ort_seconds: 0.0,
         };
         Ok(Model {
+            dir: bundle.dir.clone(),
             info: Mutex::new(info),
             prompter: Prompter::new(&bundle.manifest, bundle.tokenizer),
             manifest: bundle.manifest,

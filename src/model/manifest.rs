@@ -94,7 +94,7 @@ impl Manifest {
             return Err("model_id must be 1 to 128 bytes".into());
         }
         let sid = &self.sid;
-        if !(1..=crate::MAX_LEVELS).contains(&sid.levels) || sid.levels > 26 {
+        if !(1..=crate::MAX_LEVELS).contains(&sid.levels) {
             return Err(format!("sid.levels {} is out of range 1..=8", sid.levels));
         }
         if !(2..=crate::MAX_CODES).contains(&sid.codes) {
