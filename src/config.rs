@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{AnnParams, Db, Error, Result};
+use crate::{AnnParams, Db, Error, RefreshParams, Result};
 
 /// When a write is on disk.
 ///
@@ -49,6 +49,7 @@ pub struct Config {
     pub(crate) ann: AnnParams,
     pub(crate) ann_maintain: Vec<String>,
     pub(crate) ann_vector: Option<String>,
+    pub(crate) refresh: RefreshParams,
 }
 
 /// Input limits. Every one is checked on every public entry point.
@@ -94,6 +95,7 @@ impl Config {
             ann: AnnParams::default(),
             ann_maintain: Vec::new(),
             ann_vector: None,
+            refresh: RefreshParams::default(),
         }
     }
 
@@ -200,6 +202,32 @@ impl Config {
         self
     }
 
+    /// All refresh settings at once (see [`RefreshParams`]).
+    pub fn refresh_params(mut self, params: RefreshParams) -> Self {
+        self.refresh = params;
+        self
+    }
+
+    /// Background refresh workers, each owning an ONNX Runtime session (default 1, at most 64).
+    /// 0 starts no threads: queued users are refreshed by `wait_idle` and `refresh_now` on the
+    /// caller's thread.
+    pub fn refresh_workers(mut self, n: usize) -> Self {
+        self.refresh.workers = n;
+        self
+    }
+
+    /// Most users per model batch (default 32, at most 1,024).
+    pub fn refresh_max_batch(mut self, n: usize) -> Self {
+        self.refresh.max_batch = n;
+        self
+    }
+
+    /// Items kept in each cached list (default 20).
+    pub fn cache_k(mut self, k: usize) -> Self {
+        self.refresh.cache_k = k;
+        self
+    }
+
     /// Opens (or creates) the database.
     pub fn open(self) -> Result<Db> {
         Db::open(self)
@@ -226,6 +254,7 @@ impl Config {
             return bad("Buffered durability needs flush_every_ms >= 1 (use Durability::Sync to flush every write)");
         }
         self.ann.validate()?;
+        self.refresh.validate()?;
         for name in self.ann_maintain.iter().chain(&self.ann_vector) {
             crate::db::validate_vector_name(name)?;
         }

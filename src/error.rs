@@ -243,6 +243,10 @@ pub enum Error {
     /// ONNX Runtime failed while running the model (or while creating a session).
     #[error("ONNX Runtime: {0}")]
     Inference(String),
+    /// A write lost a race it retried: concurrent writers kept changing what it depended on
+    /// (for `refresh_now`: the user's history). Retry the call.
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// An ANN index could not be written (its dump files or folder). The previous index, if
     /// any, stays in use; fix the cause (disk space, permissions on `<db>/ann`) and rebuild.
     #[error("ANN index of vector {vector:?}: {reason}")]

@@ -33,6 +33,7 @@ mod interaction;
 mod item;
 pub mod model;
 mod recommendation;
+mod refresh;
 mod sid;
 mod store;
 
@@ -43,7 +44,8 @@ pub use error::{Error, Result};
 pub use interaction::{History, HistoryEntry, Interaction};
 pub use item::Item;
 pub use model::{ExecutionProvider, ModelInfo, ModelOptions};
-pub use recommendation::{Recommendation, ScoredItem, Source};
+pub use recommendation::{ListStamps, Recommendation, ScoredItem, Source};
+pub use refresh::{LagSummary, RefreshParams, RefreshStats};
 pub use sid::{
     Encoder, EncoderLayer, SidInfo, SidStats, TokenizeOptions, TrainProgress, MAX_CODES, MAX_LEVELS,
 };

@@ -22,9 +22,29 @@ pub struct Recommendation {
     /// The source that produced the list.
     pub source: Source,
     /// The user's history version the list was computed against (0 for a user with no history).
+    /// For a cached list this is its stamp, which is older than the user's history when the
+    /// answer is `stale`.
     pub history_version: u64,
+    /// True when a cached list answered but is no longer current: the history changed since,
+    /// another model or tokenization is now in use, or it held a deleted item (filtered out). The
+    /// user is queued for a refresh. Always false for the other sources, which are computed now.
+    pub stale: bool,
+    /// The stamps of a model-generated list (cached or just generated); `None` for the other
+    /// sources.
+    pub stamps: Option<ListStamps>,
     /// Best first; at most `k`, fewer when the catalog has fewer eligible items.
     pub items: Vec<ScoredItem>,
+}
+
+/// Where a model-generated list came from (stored with every cached list).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ListStamps {
+    /// The model bundle's `model_id`.
+    pub model_id: String,
+    /// The tokenization (sid-table) version whose codes the model generated.
+    pub sid_version: u64,
+    /// When the list was computed, Unix time in milliseconds.
+    pub computed_at_ms: u64,
 }
 
 /// One ranked item.

@@ -168,6 +168,7 @@ fn progress_is_reported_per_batch() {
     let opts = ImportOptions {
         batch_size: 2,
         progress: Some(&progress),
+        ..Default::default()
     };
     import::items_jsonl(&db, &path, &opts).unwrap();
     assert_eq!(*calls.lock().unwrap(), vec![(2, 3), (3, 3)]);

@@ -10,12 +10,13 @@ use std::sync::Arc;
 
 use super::validate::{validate_k, validate_key};
 use super::Db;
+use crate::derived::Effects;
 use crate::model::beam::{Answer, Request};
 use crate::model::{Model, ModelInfo, ModelOptions};
 use crate::sid::Trie;
 use crate::store::records::{self, HistoryView};
 use crate::store::{keys, TreeId};
-use crate::{Error, Recommendation, Result, ScoredItem, Source};
+use crate::{Error, ListStamps, Recommendation, Result, ScoredItem, Source};
 
 /// A rendered prompt (docs/model-bundle.md, "Prompt rendering").
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,9 +28,9 @@ pub struct Prompt {
 }
 
 /// One user's generation input.
-struct Prepared {
+pub(super) struct Prepared {
     user: String,
-    history_version: u64,
+    pub(super) history_version: u64,
     prompt: Vec<i64>,
     /// History item ids, sorted (for exclusion).
     exclude: Vec<u64>,
@@ -45,7 +46,23 @@ impl Db {
         let model = Model::load(dir, options)?;
         self.check_fingerprint(&model, dir)?;
         let info = model.info();
+        let id = model.manifest.model_id.clone();
         *self.inner.model.write() = Some(Arc::new(model));
+        // Model swap: the id of the lists that are current changes; every other list becomes
+        // stale (served, flagged, while the sweep queues it for a progressive refresh).
+        self.write(&[TreeId::Meta], |tx, derived| {
+            let mut effects = Effects::default();
+            if derived.model_id.as_deref() != Some(id.as_str()) {
+                tx.insert(
+                    TreeId::Meta,
+                    keys::META_MODEL,
+                    records::encode_model_id(&id),
+                )?;
+                effects.model_id = Some(Arc::from(id.as_str()));
+            }
+            Ok(((), effects))
+        })?;
+        self.inner.refresh.request_sweep();
         Ok(info)
     }
 
@@ -77,7 +94,7 @@ impl Db {
         }
     }
 
-    fn attached(&self) -> Result<Arc<Model>> {
+    pub(super) fn attached(&self) -> Result<Arc<Model>> {
         let model = self.inner.model.read().clone().ok_or(Error::NoModel)?;
         self.check_fingerprint(&model, &model.dir)?;
         Ok(model)
@@ -101,6 +118,13 @@ impl Db {
         }
         self.inner.poison.check()?;
         let model = self.attached()?;
+        let sid_version = self
+            .inner
+            .derived
+            .read()
+            .sid
+            .as_ref()
+            .map_or(0, |t| t.version);
         let mut prepared = Vec::with_capacity(users.len());
         for &user in users {
             prepared.push(self.prepare_user(&model, user)?);
@@ -113,6 +137,12 @@ impl Db {
                 user: p.user,
                 source: Source::Model,
                 history_version: p.history_version,
+                stale: false,
+                stamps: Some(ListStamps {
+                    model_id: model.manifest.model_id.clone(),
+                    sid_version,
+                    computed_at_ms: super::refresh::now_ms(),
+                }),
                 items: self.name_items(&a),
             })
             .collect())
@@ -223,7 +253,7 @@ impl Db {
         Ok(out)
     }
 
-    fn prepare_user(&self, model: &Model, user: &str) -> Result<Prepared> {
+    pub(super) fn prepare_user(&self, model: &Model, user: &str) -> Result<Prepared> {
         let (history_version, ids) = self.history_ids(user)?;
         let prompt = self.render(model, &ids)?.input_ids;
         let mut exclude = ids;
@@ -237,7 +267,12 @@ impl Db {
         })
     }
 
-    fn run_model(&self, model: &Model, prepared: &[Prepared], k: usize) -> Result<Vec<Answer>> {
+    pub(super) fn run_model(
+        &self,
+        model: &Model,
+        prepared: &[Prepared],
+        k: usize,
+    ) -> Result<Vec<Answer>> {
         let trie: Arc<Trie> = self.inner.derived.read().trie.clone();
         let requests: Vec<Request<'_>> = prepared
             .iter()

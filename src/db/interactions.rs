@@ -1,12 +1,13 @@
 //! Recording interactions and reading histories.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::validate::{validate_interactions, validate_key};
 use super::Db;
 use crate::derived::{Derived, Effects};
 use crate::store::records::{self, EntryRecord, HistoryRecord, HistoryView};
-use crate::store::{keys, TreeId, Tx, TxResult};
+use crate::store::{keys, Reason, StaleRecord, TreeId, Tx, TxResult};
 use crate::{Error, History, HistoryEntry, Interaction, Result};
 
 /// Distinct interaction kinds a database accepts (the table is stored in one meta record).
@@ -33,14 +34,22 @@ impl Db {
                 })
                 .push(e);
         }
+        // Seqs for the users' `stale` records (a retried transaction reuses them).
+        let base_seq = self.inner.refresh.queue.reserve_seqs(order.len());
+        let enqueued_at_ms = super::refresh::now_ms();
         self.write(
             &[
                 TreeId::Meta,
                 TreeId::ItemKeys,
                 TreeId::Histories,
                 TreeId::Popular,
+                TreeId::Stale,
             ],
             |tx, derived| {
+                // Update trigger (invariant 4): once a model was attached, a history change
+                // queues the user in the same transaction.
+                let trigger = derived.model_id.is_some();
+                let mut queued = Vec::new();
                 let mut counts = tx.counts()?;
                 let mut kinds = tx.kinds()?;
                 let kinds_before = kinds.len();
@@ -78,8 +87,22 @@ impl Db {
                     counts.recorded += added as u64;
                     counts.interactions = counts.interactions + added as u64 - evict as u64;
                     tx.insert(TreeId::Histories, user.as_bytes(), rec.encode())?;
+                    if trigger {
+                        let seq = base_seq + queued.len() as u64;
+                        let stale = StaleRecord {
+                            seq,
+                            history_version: rec.version,
+                            enqueued_at_ms,
+                            reason: Reason::History,
+                        };
+                        tx.insert(TreeId::Stale, user.as_bytes(), stale.encode())?;
+                        queued.push((Arc::from(*user), seq));
+                    }
                 }
-                let mut effects = Effects::default();
+                let mut effects = Effects {
+                    queued,
+                    ..Effects::default()
+                };
                 for (item_id, delta) in deltas {
                     if delta == 0 {
                         continue;

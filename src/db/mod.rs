@@ -18,6 +18,9 @@ mod interactions;
 mod items;
 mod poison;
 mod read;
+mod refresh;
+mod refresh_check;
+mod refresh_pool;
 mod sid;
 mod sid_assign;
 mod stats;
@@ -37,6 +40,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::ann::AnnSlot;
 use crate::config::Durability;
 use crate::derived::{Derived, Effects};
+use crate::refresh::Refresh;
 use crate::store::{open_store, Store, TreeId, Tx, TxResult};
 use crate::{Config, Error, Result};
 use poison::Poison;
@@ -61,6 +65,8 @@ struct Inner {
     model: RwLock<Option<Arc<crate::model::Model>>>,
     /// ANN indexes by vector name (derived; replaced whole on rebuild, under the writer lock).
     ann: RwLock<HashMap<String, AnnSlot>>,
+    /// The refresh queue and what its threads share (`refresh_pool.rs`).
+    refresh: Arc<Refresh>,
 }
 
 impl std::fmt::Debug for Db {
@@ -77,6 +83,13 @@ impl Db {
         config.validate()?;
         let store = open_store(&config)?;
         let derived = Derived::load(&store)?;
+        let (stale, first_seq) = load_stale(&store)?;
+        let refresh = Arc::new(Refresh::new(config.refresh.clone(), first_seq));
+        refresh.queue.push(stale, false);
+        if derived.model_id.is_some() {
+            // Lists a crash (or a model or tokenization change before it) left behind.
+            refresh.request_sweep();
+        }
         let db = Db {
             inner: Arc::new(Inner {
                 config,
@@ -86,10 +99,15 @@ impl Db {
                 poison: Poison::default(),
                 model: RwLock::new(None),
                 ann: RwLock::new(HashMap::new()),
+                refresh,
             }),
         };
         db.declare_vectors()?;
         db.ann_open()?;
+        refresh_pool::start(&db).map_err(|e| Error::Io {
+            path: db.inner.config.path.clone(),
+            source: e,
+        })?;
         Ok(db)
     }
 
@@ -105,8 +123,12 @@ impl Db {
         self.flush_store()
     }
 
-    /// Flushes and closes this handle. The files close once every clone is dropped.
+    /// Stops the refresh workers (each finishes the batch it holds; queued users stay queued
+    /// durably), flushes, and closes this handle. The files close once every clone is dropped;
+    /// other clones keep working, without background refresh (`wait_idle` then refreshes on
+    /// the caller's thread).
     pub fn close(self) -> Result<()> {
+        self.inner.refresh.stop();
         self.flush()
     }
 
@@ -166,8 +188,16 @@ impl Db {
             match result {
                 Ok((value, mut effects)) => {
                     let vectors = std::mem::take(&mut effects.vectors);
+                    let queued = std::mem::take(&mut effects.queued);
                     let version = effects.catalog_version;
+                    let sweep = effects.model_id.is_some()
+                        || effects.new_sid.is_some()
+                        || effects.items.iter().any(|(_, _, live)| !live);
                     self.inner.derived.write().apply(effects);
+                    self.inner.refresh.queue.push(queued, false);
+                    if sweep {
+                        self.inner.refresh.request_sweep();
+                    }
                     if !vectors.is_empty() || version.is_some() {
                         self.ann_after_write(&vectors, version);
                     }
@@ -218,8 +248,23 @@ impl Db {
     }
 }
 
+/// The durable queue: every `stale` record as (user, seq), and the next free seq.
+fn load_stale(store: &Store) -> Result<(Vec<(Arc<str>, u64)>, u64)> {
+    let mut out = Vec::new();
+    let mut max_seq = 0;
+    for entry in store.tree(TreeId::Stale).iter() {
+        let (k, v) = entry?;
+        let user = crate::store::keys::parse_text("stale", &k)?;
+        let rec = crate::store::StaleRecord::decode(&k, &v)?;
+        max_seq = max_seq.max(rec.seq);
+        out.push((Arc::from(user.as_str()), rec.seq));
+    }
+    Ok((out, max_seq + 1))
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
+        self.refresh.signal_shutdown();
         // Best effort: an error here has nobody to report to; Buffered writes since the last
         // background flush would otherwise wait for sled's own drop.
         let _ = self.store.db.flush();

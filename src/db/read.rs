@@ -1,9 +1,9 @@
 //! The read path of recommendations and its routing.
 //!
-//! [`Db::route`] is the one place that decides which source answers: today the ANN index for a
-//! user with enough history when an index is available, else the popularity ranking. (Cached
-//! LLM lists join it as the first choice when that layer lands.) Every source excludes the
-//! user's own history.
+//! `recommend` answers from the user's cached model list when there is one (current, or stale
+//! and flagged); otherwise [`Db::route`] decides: the ANN index for a user with enough history
+//! when an index is available, else the popularity ranking. Every source excludes the user's
+//! own history.
 
 use std::sync::Arc;
 
@@ -11,8 +11,8 @@ use super::validate::{validate_k, validate_key};
 use super::Db;
 use crate::ann::{normalize, AnnIndex};
 use crate::store::records::HistoryView;
-use crate::store::{keys, records, TreeId};
-use crate::{Recommendation, Result, ScoredItem, Source};
+use crate::store::{keys, records, TopkView, TreeId};
+use crate::{ListStamps, Recommendation, Result, ScoredItem, Source};
 
 /// Histories up to this length are scanned linearly for exclusion; longer ones are sorted.
 const SCAN_LIMIT: usize = 256;
@@ -20,6 +20,31 @@ const SCAN_LIMIT: usize = 256;
 /// Weight of the history entry `r` places from the newest (r = 0) in the ANN query vector:
 /// `RECENCY_DECAY^r`, so the newest item counts 1, the 5th newest about 0.41, the 20th 0.014.
 pub(crate) const RECENCY_DECAY: f32 = 0.8;
+
+/// "Is this item in the history": short histories are scanned in place, long ones sorted once.
+struct Seen<'a> {
+    history: Option<&'a HistoryView<'a>>,
+    sorted: Option<Vec<u64>>,
+}
+
+impl<'a> Seen<'a> {
+    fn new(history: Option<&'a HistoryView<'a>>) -> Self {
+        let sorted = history.filter(|h| h.len() > SCAN_LIMIT).map(|h| {
+            let mut ids: Vec<u64> = (0..h.len()).map(|i| h.entry(i).item_id).collect();
+            ids.sort_unstable();
+            ids
+        });
+        Seen { history, sorted }
+    }
+
+    fn contains(&self, id: u64) -> bool {
+        match (&self.sorted, self.history) {
+            (Some(ids), _) => ids.binary_search(&id).is_ok(),
+            (None, Some(h)) => h.contains(id),
+            (None, None) => false,
+        }
+    }
+}
 
 /// Which source answers a `recommend` call.
 enum Route {
@@ -31,33 +56,44 @@ enum Route {
 impl Db {
     /// Up to `k` items for `user`, best first, excluding items already in the user's history.
     ///
-    /// A user with at least `Config::ann_min_history` history entries, when an ANN index is
-    /// available (see `Config::ann_vector`), gets the live items nearest to a recency-weighted
-    /// mean of their recent item vectors ([`Source::Ann`]). Everyone else (an unknown user, no
-    /// usable history, no index) gets the popularity list ([`Source::Popularity`]). `k` must be
-    /// in `1..=max_k` ([`crate::Error::InvalidK`]).
+    /// Routing (architecture §7), and [`Recommendation::source`] says which answered:
+    /// 1. the user's cached model list when it is current ([`Source::Model`]);
+    /// 2. a cached list that is not current (history changed, another model or tokenization,
+    ///    a deleted item): served at once with `stale: true`, items now in the history or
+    ///    deleted filtered out, and the user queued for a refresh;
+    /// 3. no list: with at least `Config::ann_min_history` history entries and an ANN index
+    ///    (see `Config::ann_vector`), the live items nearest to a recency-weighted mean of the
+    ///    user's recent item vectors ([`Source::Ann`]), and the user is queued;
+    /// 4. otherwise the popularity list ([`Source::Popularity`]).
+    ///
+    /// A cached answer holds at most `Config::cache_k` items. `k` must be in `1..=max_k`
+    /// ([`crate::Error::InvalidK`]).
     pub fn recommend(&self, user: &str, k: usize) -> Result<Recommendation> {
         let limits = &self.inner.config.limits;
         validate_k(k, limits)?;
         validate_key("user", user, limits)?;
         self.inner.poison.check()?;
+        // Membership first, then the list: a user leaves the queue only after a list at least
+        // as new as every acknowledged history write is stored, so this order never serves an
+        // outdated list as current.
+        let queued = self.inner.refresh.queue.contains(user);
+        if let Some(bytes) = self.inner.store.get(TreeId::Topk, user.as_bytes())? {
+            let view = TopkView::parse(user.as_bytes(), &bytes)?;
+            if let Some(answer) = self.from_cache(user, &view, k, queued)? {
+                return Ok(answer);
+            }
+        }
         let bytes = self.inner.store.get(TreeId::Histories, user.as_bytes())?;
         let history = match &bytes {
             Some(b) => Some(HistoryView::parse(user.as_bytes(), b)?),
             None => None,
         };
+        if history.as_ref().is_some_and(|h| h.len() > 0) {
+            self.queue_from_read(user);
+        }
         let history_version = history.as_ref().map_or(0, HistoryView::version);
-        // Short histories are scanned in place; long ones are sorted once for binary search.
-        let sorted: Option<Vec<u64>> = history.as_ref().filter(|h| h.len() > SCAN_LIMIT).map(|h| {
-            let mut ids: Vec<u64> = (0..h.len()).map(|i| h.entry(i).item_id).collect();
-            ids.sort_unstable();
-            ids
-        });
-        let seen = |id: u64| match (&sorted, &history) {
-            (Some(ids), _) => ids.binary_search(&id).is_ok(),
-            (None, Some(h)) => h.contains(id),
-            (None, None) => false,
-        };
+        let seen = Seen::new(history.as_ref());
+        let seen = |id: u64| seen.contains(id);
         let (source, items) = match self.route(history.as_ref())? {
             Route::Ann(index, query) => {
                 let ef = self.inner.config.ann.ef_search;
@@ -71,8 +107,81 @@ impl Db {
             user: user.to_string(),
             source,
             history_version,
+            stale: false,
+            stamps: None,
             items,
         })
+    }
+
+    /// Answers from a cached list; `None` when it has no item left to serve (the caller falls
+    /// back to the other sources).
+    fn from_cache(
+        &self,
+        user: &str,
+        view: &TopkView<'_>,
+        k: usize,
+        queued: bool,
+    ) -> Result<Option<Recommendation>> {
+        let mut items = Vec::with_capacity(k.min(view.len()));
+        let mut dead = false;
+        let current = {
+            let derived = self.inner.derived.read();
+            for i in 0..view.len() {
+                if items.len() == k {
+                    break;
+                }
+                let (id, score) = view.item(i);
+                match derived.catalog.get(id).filter(|m| m.live) {
+                    Some(meta) => items.push(ScoredItem {
+                        key: meta.key.to_string(),
+                        item_id: id,
+                        score: score as f64,
+                    }),
+                    None => dead = true,
+                }
+            }
+            derived.model_id.as_deref() == Some(view.model_id())
+                && derived.sid.as_ref().map(|t| t.version) == Some(view.sid_version())
+        };
+        let stale = dead || !current || queued;
+        if stale {
+            // The history may hold items the list recommends (the trigger of the refresh).
+            if let Some(b) = self.inner.store.get(TreeId::Histories, user.as_bytes())? {
+                let h = HistoryView::parse(user.as_bytes(), &b)?;
+                let seen = Seen::new(Some(&h));
+                items.retain(|it| !seen.contains(it.item_id));
+            }
+            self.queue_from_read(user);
+        }
+        if items.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Recommendation {
+            user: user.to_string(),
+            source: Source::Model,
+            history_version: view.history_version(),
+            stale,
+            stamps: Some(ListStamps {
+                model_id: view.model_id().to_string(),
+                sid_version: view.sid_version(),
+                computed_at_ms: view.computed_at_ms(),
+            }),
+            items,
+        }))
+    }
+
+    /// A read found no current list: queue the user in memory, ahead of the others (once a model
+    /// was attached; the sweep on open finds them again after a crash).
+    fn queue_from_read(&self, user: &str) {
+        if self.inner.derived.read().model_id.is_none() {
+            return;
+        }
+        let queue = &self.inner.refresh.queue;
+        if queue.contains(user) {
+            queue.promote(user);
+        } else {
+            queue.push([(Arc::from(user), 0)], true);
+        }
     }
 
     /// Decides the source for a user with `history`.

@@ -41,6 +41,10 @@ pub struct Stats {
     pub model: Option<crate::ModelInfo>,
     /// The ANN indexes in memory, by vector name.
     pub ann: Vec<crate::AnnInfo>,
+    /// Cached model lists stored (current or not).
+    pub cached_lists: u64,
+    /// The refresh pipeline: queue depth, workers, what they did, freshness lag.
+    pub refresh: crate::RefreshStats,
 }
 
 impl Db {
@@ -64,7 +68,16 @@ impl Db {
             sid: derived.sid.as_deref().map(crate::SidInfo::of),
             model: self.model_info(),
             ann: self.ann_info(),
+            cached_lists: self.inner.store.tree(TreeId::Topk).len() as u64,
+            refresh: self.refresh_stats(),
         })
+    }
+
+    /// The refresh pipeline alone (cheap: no scan).
+    pub fn refresh_stats(&self) -> crate::RefreshStats {
+        let r = &self.inner.refresh;
+        let workers = if r.has_threads() { r.params.workers } else { 0 };
+        r.counters.snapshot(workers, r.queue.counts())
     }
 
     pub(super) fn counts(&self) -> Result<Counts> {

@@ -40,6 +40,9 @@ pub(crate) struct Derived {
     /// The code tuples of live items (invariant 2: equals `sid_items`). Shared copy-on-write:
     /// generation holds a snapshot while writers go on.
     pub trie: Arc<Trie>,
+    /// The id of the model whose lists are current (`meta["model"]`: the last one attached).
+    /// `None` until a model is first attached; while `None` nothing is queued for refresh.
+    pub model_id: Option<Arc<str>>,
 }
 
 /// What one committed write changes in the derived state.
@@ -61,6 +64,10 @@ pub(crate) struct Effects {
     pub vectors: Vec<(u64, String, Option<Vec<f32>>)>,
     /// The catalog version after the write, for writes that bump it.
     pub catalog_version: Option<u64>,
+    /// A new current model id (attach).
+    pub model_id: Option<Arc<str>>,
+    /// Users queued durably by this write: (user, enqueue sequence).
+    pub queued: Vec<(Arc<str>, u64)>,
 }
 
 impl Default for Derived {
@@ -71,6 +78,7 @@ impl Default for Derived {
             dims: HashMap::new(),
             kinds: Vec::new(),
             sid: None,
+            model_id: None,
             sid_search: None,
             trie: Arc::new(Trie::new(0)),
         }
@@ -153,6 +161,9 @@ impl Derived {
         if let Some(v) = store.get(TreeId::Meta, keys::META_KINDS)? {
             d.kinds = records::decode_kinds(&v)?;
         }
+        if let Some(v) = store.get(TreeId::Meta, keys::META_MODEL)? {
+            d.model_id = Some(Arc::from(records::decode_model_id(&v)?.as_str()));
+        }
         if let Some(v) = store.get(TreeId::Meta, keys::META_SID_TABLE)? {
             let table = SidTable::decode(&v)?;
             d.trie = Arc::new(load_trie(store, table.levels)?);
@@ -177,6 +188,9 @@ impl Derived {
             self.sid = Some(table);
             self.sid_search = search;
             self.trie = Arc::new(trie);
+        }
+        if let Some(id) = effects.model_id {
+            self.model_id = Some(id);
         }
         for (codes, item) in effects.trie_remove {
             Arc::make_mut(&mut self.trie).remove(&codes, item);

@@ -496,6 +496,8 @@ impl Model {
             user: user.to_string(),
             source: Source::Popularity,
             history_version: history.map_or(0, |h| h.version),
+            stale: false,
+            stamps: None,
             items: ranked
                 .into_iter()
                 .take(k)

@@ -38,6 +38,12 @@ pub fn items_jsonl(db: &Db, path: &Path, opts: &ImportOptions<'_>) -> Result<Imp
     write_all(db, &items, &[], opts, started)
 }
 
+/// Reads a JSONL interactions file (the format of [`interactions_jsonl`]) without writing
+/// anything, for replaying it later (`convergedb stream`). Errors name the line.
+pub fn read_interactions_jsonl(path: &Path) -> Result<Vec<Interaction>> {
+    Ok(read_jsonl::<Interaction>(path)?.0)
+}
+
 /// Imports interactions from a JSONL file: `{"user": ..., "item": ..., "timestamp": int,
 /// "kind": optional string, "weight": optional float}` per line.
 pub fn interactions_jsonl(db: &Db, path: &Path, opts: &ImportOptions<'_>) -> Result<ImportReport> {

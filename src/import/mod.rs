@@ -12,7 +12,7 @@ mod movielens;
 mod tabular;
 
 pub use amazon::amazon;
-pub use jsonl::{interactions_jsonl, items_jsonl};
+pub use jsonl::{interactions_jsonl, items_jsonl, read_interactions_jsonl};
 pub use movielens::movielens;
 pub use tabular::interactions_csv;
 
@@ -31,6 +31,11 @@ pub struct ImportOptions<'a> {
     pub batch_size: usize,
     /// Called after each batch.
     pub progress: Option<Progress<'a>>,
+    /// Hold out the last `n` interactions of each user in this import (by timestamp, ties in
+    /// file order: the order histories keep) instead of recording them; they are returned in
+    /// [`ImportReport::held_out`], in timestamp order. The leave-one-out split of the training
+    /// pipeline is `2` (validation and test item). Default 0.
+    pub hold_out_last: usize,
 }
 
 impl Default for ImportOptions<'_> {
@@ -38,6 +43,7 @@ impl Default for ImportOptions<'_> {
         ImportOptions {
             batch_size: 100_000,
             progress: None,
+            hold_out_last: 0,
         }
     }
 }
@@ -54,6 +60,10 @@ pub struct ImportReport {
     pub elapsed: Duration,
     /// Notes for the user (files skipped, conventions applied).
     pub notes: Vec<String>,
+    /// The interactions held out by [`ImportOptions::hold_out_last`], in timestamp order (ties
+    /// in file order); not serialised.
+    #[serde(skip)]
+    pub held_out: Vec<Interaction>,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -119,6 +129,14 @@ pub(crate) fn write_all(
     started: Instant,
 ) -> Result<ImportReport> {
     let batch = opts.batch_size.max(1);
+    let kept;
+    let (events, held_out) = if opts.hold_out_last == 0 {
+        (events, Vec::new())
+    } else {
+        let (k, held) = hold_out(events, opts.hold_out_last);
+        kept = k;
+        (&kept[..], held)
+    };
     let total = (items.len() + events.len()) as u64;
     let mut done = 0u64;
     let report_progress = |done: u64| {
@@ -147,7 +165,34 @@ pub(crate) fn write_all(
         interactions: events.len() as u64,
         elapsed: started.elapsed(),
         notes: Vec::new(),
+        held_out,
     })
+}
+
+/// Splits off the last `n` events of each user (history order: timestamp, ties in input
+/// order); both parts keep input order, the held-out part sorted by timestamp (stable).
+fn hold_out(events: &[Interaction], n: usize) -> (Vec<Interaction>, Vec<Interaction>) {
+    let mut by_user: std::collections::HashMap<&str, Vec<usize>> = Default::default();
+    for (i, e) in events.iter().enumerate() {
+        by_user.entry(e.user.as_str()).or_default().push(i);
+    }
+    let mut held = vec![false; events.len()];
+    for idx in by_user.values_mut() {
+        idx.sort_by_key(|&i| events[i].timestamp);
+        for &i in idx.iter().rev().take(n) {
+            held[i] = true;
+        }
+    }
+    let (mut out, mut kept) = (Vec::new(), Vec::new());
+    for (e, h) in events.iter().zip(held) {
+        if h {
+            out.push(e.clone())
+        } else {
+            kept.push(e.clone())
+        }
+    }
+    out.sort_by_key(|e| e.timestamp);
+    (kept, out)
 }
 
 /// Validates items one by one so an error names its line; also rejects a key given twice and a

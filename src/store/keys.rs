@@ -10,6 +10,8 @@
 //! | `popular`   | item_id: u64 BE                        |
 //! | `sids`      | item_id: u64 BE                        |
 //! | `sid_items` | code tuple: one u16 BE per level       |
+//! | `topk`      | external user key, UTF-8 bytes         |
+//! | `stale`     | external user key, UTF-8 bytes         |
 
 use crate::{Error, Result};
 
@@ -18,6 +20,8 @@ pub(crate) const META_KINDS: &[u8] = b"kinds";
 pub(crate) const META_DIM_PREFIX: &[u8] = b"dim/";
 pub(crate) const META_SID_TABLE: &[u8] = b"sid_table";
 pub(crate) const META_ANN_PREFIX: &[u8] = b"ann/";
+/// The id of the model whose lists are current (the last one attached).
+pub(crate) const META_MODEL: &[u8] = b"model";
 
 pub(crate) fn item_id(id: u64) -> [u8; 8] {
     id.to_be_bytes()

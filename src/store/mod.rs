@@ -15,6 +15,8 @@ mod history_record;
 pub(crate) mod keys;
 mod open;
 pub(crate) mod records;
+mod stale_record;
+mod topk_record;
 mod tx;
 
 pub(crate) use header::FORMAT_VERSION;
@@ -26,6 +28,8 @@ pub(crate) fn check_header_bytes(bytes: &[u8]) -> Result<u32> {
 }
 pub(crate) use ann_record::{AnnManifest, DumpFile};
 pub(crate) use open::open_store;
+pub(crate) use stale_record::{Reason, StaleRecord};
+pub(crate) use topk_record::{TopkRecord, TopkView, MAX_TOPK};
 pub(crate) use tx::{Tx, TxFail, TxResult};
 
 use crate::{Error, Result};
@@ -41,9 +45,11 @@ pub(crate) enum TreeId {
     Popular = 5,
     Sids = 6,
     SidItems = 7,
+    Topk = 8,
+    Stale = 9,
 }
 
-pub(crate) const TREE_COUNT: usize = 8;
+pub(crate) const TREE_COUNT: usize = 10;
 
 impl TreeId {
     pub(crate) const ALL: [TreeId; TREE_COUNT] = [
@@ -55,6 +61,8 @@ impl TreeId {
         TreeId::Popular,
         TreeId::Sids,
         TreeId::SidItems,
+        TreeId::Topk,
+        TreeId::Stale,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -67,6 +75,8 @@ impl TreeId {
             TreeId::Popular => "popular",
             TreeId::Sids => "sids",
             TreeId::SidItems => "sid_items",
+            TreeId::Topk => "topk",
+            TreeId::Stale => "stale",
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use bincode::{Decode, Encode};
 
-use super::codec;
+use super::{codec, keys};
 use crate::{Error, Result};
 
 pub(crate) const ITEM_V1: u8 = 1;
@@ -15,6 +15,7 @@ pub(crate) const KINDS_V1: u8 = 1;
 pub(crate) const DIM_V1: u8 = 1;
 pub(crate) const VECTOR_V1: u8 = 1;
 pub(crate) const POPULAR_V1: u8 = 1;
+pub(crate) const MODEL_V1: u8 = 1;
 
 const ITEM_LIMIT: usize = 4 << 20;
 const SMALL_LIMIT: usize = 1 << 20;
@@ -130,6 +131,24 @@ pub(crate) fn decode_vector(key: &[u8], bytes: &[u8], dim: usize) -> Result<Vec<
 }
 
 /// `popular[item_id]`: `[1][u64 LE]`: retained interactions with the item.
+/// `meta["model"]`: `[version 1][model id, 1..=128 UTF-8 bytes]`.
+pub(crate) fn encode_model_id(id: &str) -> Vec<u8> {
+    let mut out = vec![MODEL_V1];
+    out.extend_from_slice(id.as_bytes());
+    out
+}
+
+pub(crate) fn decode_model_id(bytes: &[u8]) -> Result<String> {
+    let bad = |why: &str| Error::corruption("meta", keys::META_MODEL, why.to_string());
+    match bytes.split_first() {
+        Some((&MODEL_V1, id)) if !id.is_empty() && id.len() <= 128 => std::str::from_utf8(id)
+            .map(str::to_string)
+            .map_err(|_| bad("model id is not UTF-8")),
+        Some((&MODEL_V1, _)) => Err(bad("model id must be 1 to 128 bytes")),
+        _ => Err(bad("unknown record version")),
+    }
+}
+
 pub(crate) fn encode_popular(count: u64) -> Vec<u8> {
     codec::encode_u64(POPULAR_V1, count)
 }

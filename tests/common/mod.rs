@@ -8,6 +8,7 @@ use std::path::Path;
 use convergedb::{Config, Db, History, Item, Recommendation, Stats};
 use tempfile::TempDir;
 
+pub mod bundle;
 pub mod vectors;
 
 /// A fresh temporary directory.

@@ -20,8 +20,13 @@ pub(crate) fn run(cli: Cli) -> CliResult {
     };
     // Only `import` may create a database; the read commands must not leave an empty one behind.
     let creates = matches!(cli.command, Command::Import { .. });
+    let workers = match &cli.command {
+        Command::Stream { workers, .. } => *workers,
+        _ => 1,
+    };
     let db = Config::new(&path)
         .durability(durability)
+        .refresh_workers(workers)
         .create_if_missing(creates)
         .open()?;
     let code = match cli.command {
@@ -29,7 +34,39 @@ pub(crate) fn run(cli: Cli) -> CliResult {
             what,
             batch_size,
             json,
-        } => import_cmd(&db, what, batch_size, json)?,
+            hold_out_last,
+            held_out,
+        } => import_cmd(
+            &db,
+            what,
+            batch_size,
+            json,
+            hold_out_last,
+            held_out.as_deref(),
+        )?,
+        Command::Stream {
+            file,
+            model,
+            rate,
+            reads_per_event,
+            limit,
+            k,
+            workers: _,
+            warm,
+            json,
+        } => crate::stream::stream(
+            &db,
+            crate::stream::StreamArgs {
+                file: &file,
+                model: &model,
+                rate,
+                reads_per_event,
+                limit,
+                k,
+                warm,
+                json,
+            },
+        )?,
         Command::Stats { json } => stats(&db, json)?,
         Command::Check { json } => check(&db, json)?,
         Command::History { user, json } => history(&db, &user, json)?,
@@ -126,7 +163,19 @@ pub(crate) fn run(cli: Cli) -> CliResult {
     Ok(code)
 }
 
-fn import_cmd(db: &Db, what: ImportWhat, batch_size: usize, json: bool) -> CliResult {
+fn import_cmd(
+    db: &Db,
+    what: ImportWhat,
+    batch_size: usize,
+    json: bool,
+    hold_out_last: usize,
+    held_out: Option<&std::path::Path>,
+) -> CliResult {
+    if hold_out_last > 0 && held_out.is_none() {
+        return Err(
+            "--hold-out-last needs --held-out FILE to write the held-out interactions to".into(),
+        );
+    }
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(
@@ -144,6 +193,7 @@ fn import_cmd(db: &Db, what: ImportWhat, batch_size: usize, json: bool) -> CliRe
     let opts = ImportOptions {
         batch_size,
         progress: Some(&progress),
+        hold_out_last,
     };
     let report = match what {
         ImportWhat::Items { file } => import::items_jsonl(db, &file, &opts),
@@ -167,6 +217,19 @@ fn import_cmd(db: &Db, what: ImportWhat, batch_size: usize, json: bool) -> CliRe
     bar.finish_and_clear();
     let report = report?;
     db.flush()?;
+    if let Some(path) = held_out {
+        let mut out = String::new();
+        for e in &report.held_out {
+            out.push_str(&serde_json::to_string(e)?);
+            out.push('\n');
+        }
+        std::fs::write(path, out).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        eprintln!(
+            "held out {} interactions -> {}",
+            report.held_out.len(),
+            path.display()
+        );
+    }
     print_import(&report, json)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -2,6 +2,7 @@
 //! recommendations. Errors print as one line on stderr with a non-zero exit code.
 
 mod commands;
+mod stream;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +45,44 @@ enum Command {
         batch_size: usize,
         /// Print the import report as JSON.
         #[arg(long, global = true)]
+        json: bool,
+        /// Hold out the last N interactions of each user (2: the training pipeline's
+        /// leave-one-out split) instead of recording them; see --held-out.
+        #[arg(long, default_value_t = 0, global = true, value_name = "N")]
+        hold_out_last: usize,
+        /// Write the held-out interactions here as JSONL, in timestamp order (for `stream`).
+        #[arg(long, global = true, value_name = "FILE")]
+        held_out: Option<PathBuf>,
+    },
+    /// Replay interactions (JSONL) as a live stream with a model attached, reading
+    /// recommendations as it goes: cache hits by source, queue depth, refresh throughput and
+    /// freshness lag, live and as a summary.
+    Stream {
+        /// The interactions to replay (JSONL, e.g. from `import --held-out`).
+        file: PathBuf,
+        /// The model bundle folder.
+        #[arg(long, value_name = "DIR")]
+        model: PathBuf,
+        /// Interactions per second.
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        /// `recommend` calls after each interaction (the acting user first, then random users).
+        #[arg(long, default_value_t = 4)]
+        reads_per_event: usize,
+        /// Replay only the first N events.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Items per recommendation.
+        #[arg(short, long, default_value_t = 10)]
+        k: usize,
+        /// Background refresh workers.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// First compute every user's list (wait for the queue to drain) before streaming.
+        #[arg(long)]
+        warm: bool,
+        /// Print the summary as JSON.
+        #[arg(long)]
         json: bool,
     },
     /// Counts and settings.
