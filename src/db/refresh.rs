@@ -178,8 +178,9 @@ impl Db {
             Err(failed) => failed,
         };
         for ((user, _), outcome) in batch.iter().zip(&outcomes) {
-            let lag = refresh.queue.finish(user, outcome);
-            refresh.counters.outcome(outcome, lag);
+            refresh
+                .queue
+                .finish(user, outcome, |lag| refresh.counters.outcome(outcome, lag));
         }
     }
 
@@ -428,5 +429,19 @@ impl Db {
     #[doc(hidden)]
     pub fn inject_refresh_panic(&self, user: Option<&str>) {
         *self.inner.refresh.panic_on.lock() = user.map(str::to_string);
+    }
+}
+
+#[cfg(feature = "fuzzing")]
+impl Db {
+    /// For the cache benchmark's baseline: a raw sled get of `user`'s cached list bytes (the
+    /// same bytes `recommend` reads), returning their length.
+    #[doc(hidden)]
+    pub fn raw_cached_list_len(&self, user: &str) -> Result<Option<usize>> {
+        Ok(self
+            .inner
+            .store
+            .get(TreeId::Topk, user.as_bytes())?
+            .map(|b| b.len()))
     }
 }

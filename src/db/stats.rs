@@ -80,6 +80,12 @@ impl Db {
         r.counters.snapshot(workers, r.queue.counts())
     }
 
+    /// Zeroes the refresh counters of `stats().refresh` and forgets the freshness lags (to
+    /// measure one period, e.g. after a warm-up). The queue itself is untouched.
+    pub fn reset_refresh_stats(&self) {
+        self.inner.refresh.counters.reset();
+    }
+
     pub(super) fn counts(&self) -> Result<Counts> {
         read_counts(&self.inner.store)
     }

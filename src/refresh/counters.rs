@@ -55,6 +55,24 @@ impl Counters {
         }
     }
 
+    /// Zeroes every counter and forgets the lags.
+    pub(crate) fn reset(&self) {
+        for c in [
+            &self.written,
+            &self.conflicts,
+            &self.failures,
+            &self.panics,
+            &self.batches,
+            &self.batched_users,
+            &self.sweeps,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+        *self.last_error.lock() = None;
+        *self.last_panic.lock() = None;
+        self.lags_ms.lock().clear();
+    }
+
     pub(crate) fn panic(&self, message: String) {
         self.panics.fetch_add(1, Ordering::Relaxed);
         *self.last_panic.lock() = Some(message);

@@ -191,16 +191,20 @@ impl Queue {
         out
     }
 
-    /// Records what became of a dispatched user; returns the freshness lag when its list is now
-    /// current.
-    pub(crate) fn finish(&self, user: &Arc<str>, outcome: &Outcome) -> Option<Duration> {
+    /// Records what became of a dispatched user. `report` gets the freshness lag when the
+    /// user's list is now current; it runs under the queue's lock, so whoever sees the queue
+    /// idle also sees what was reported.
+    pub(crate) fn finish(
+        &self,
+        user: &Arc<str>,
+        outcome: &Outcome,
+        report: impl FnOnce(Option<Duration>),
+    ) {
         let mut l = self.lanes.write();
-        let Some(m) = l.members.get_mut(user) else {
-            return None;
+        let Some(m) = l.members.get_mut(user).filter(|m| m.state == State::InFlight) else {
+            report(None);
+            return;
         };
-        if m.state != State::InFlight {
-            return None;
-        }
         let mut lag = None;
         let next = match outcome {
             Outcome::Written if !m.dirty => {
@@ -237,9 +241,9 @@ impl Queue {
                 }
             }
         }
+        report(lag);
         drop(l);
         self.ring();
-        lag
     }
 
     /// Drops `user` (its list was just written synchronously and no record is left).
@@ -342,6 +346,12 @@ mod tests {
         Arc::from(s)
     }
 
+    fn finish(q: &Queue, user: &str, outcome: Outcome) -> Option<Duration> {
+        let mut lag = None;
+        q.finish(&u(user), &outcome, |l| lag = l);
+        lag
+    }
+
     #[test]
     fn fifo_with_urgent_first_and_no_duplicates() {
         let q = Queue::new(1);
@@ -365,11 +375,11 @@ mod tests {
         let batch = q.take_batch(1);
         assert_eq!(batch[0].1, 1);
         q.push([(u("a"), 2)], false);
-        assert!(q.finish(&u("a"), &Outcome::Written).is_none());
+        assert!(finish(&q, "a", Outcome::Written).is_none());
         assert!(q.contains("a"));
         let again = q.take_batch(1);
         assert_eq!(again[0].1, 2);
-        assert!(q.finish(&u("a"), &Outcome::Written).is_some());
+        assert!(finish(&q, "a", Outcome::Written).is_some());
         assert!(!q.contains("a"));
         assert!(q.is_idle());
     }
@@ -386,7 +396,7 @@ mod tests {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             };
-            q.finish(&b[0].0, &Outcome::Failed("boom".into()));
+            finish(&q, &b[0].0, Outcome::Failed("boom".into()));
         }
         assert_eq!(q.counts().parked, 1);
         assert!(q.is_idle());

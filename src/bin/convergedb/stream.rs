@@ -91,7 +91,7 @@ pub(crate) fn stream(db: &Db, args: StreamArgs<'_>) -> CliResult {
         );
     }
     let users: Vec<String> = events.iter().map(|e| e.user.clone()).collect();
-    let written_before = db.refresh_stats().lists_written;
+    db.reset_refresh_stats();
     let bar = ProgressBar::new(events.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} events | {msg}")?.progress_chars("=> "),
@@ -125,7 +125,7 @@ pub(crate) fn stream(db: &Db, args: StreamArgs<'_>) -> CliResult {
             last_shown = Instant::now();
             let s = db.refresh_stats();
             let secs = started.elapsed().as_secs_f64().max(1e-9);
-            let throughput = (s.lists_written - written_before) as f64 / secs;
+            let throughput = (s.lists_written) as f64 / secs;
             bar.set_message(format!(
                 "{} | queue {} | refresh {:.0} users/s | lag p99 {}",
                 tally.line(),
@@ -162,8 +162,8 @@ pub(crate) fn stream(db: &Db, args: StreamArgs<'_>) -> CliResult {
         "drain_seconds": drain_secs,
         "reads": tally,
         "read_us": {"p50": pct(0.5), "p99": pct(0.99)},
-        "lists_written": s.lists_written - written_before,
-        "refresh_per_s": (s.lists_written - written_before) as f64 / (stream_secs + drain_secs).max(1e-9),
+        "lists_written": s.lists_written,
+        "refresh_per_s": (s.lists_written) as f64 / (stream_secs + drain_secs).max(1e-9),
         "mean_batch": s.batched_users as f64 / (s.batches.max(1)) as f64,
         "conflicts": s.conflicts,
         "failures": s.failures,
@@ -189,8 +189,8 @@ pub(crate) fn stream(db: &Db, args: StreamArgs<'_>) -> CliResult {
         );
         println!(
             "lists written: {} ({:.1} users/s, mean batch {:.1}); conflicts {}, failures {}, panics {}",
-            s.lists_written - written_before,
-            (s.lists_written - written_before) as f64 / (stream_secs + drain_secs).max(1e-9),
+            s.lists_written,
+            (s.lists_written) as f64 / (stream_secs + drain_secs).max(1e-9),
             s.batched_users as f64 / (s.batches.max(1)) as f64,
             s.conflicts,
             s.failures,
