@@ -103,7 +103,10 @@ fn latency(k: usize) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
     for u in &users {
         let r = db.recommend(u, 10)?;
         if r.source != Source::Model || r.stale {
-            eprintln!("note: user {u} is served by {:?} (stale {})", r.source, r.stale);
+            eprintln!(
+                "note: user {u} is served by {:?} (stale {})",
+                r.source, r.stale
+            );
         }
     }
     let rounds = 200;
@@ -168,7 +171,7 @@ fn stream(db: &Db, rate: f64, secs: f64, reader: bool, sample: &mut dyn FnMut(f6
                     let u = &users[rng.gen_range(0..users.len())];
                     std::hint::black_box(db.recommend(u, 10).unwrap());
                     n += 1;
-                    if n % 64 == 0 {
+                    if n.is_multiple_of(64) {
                         std::thread::sleep(Duration::from_millis(1));
                     }
                 }
@@ -185,8 +188,12 @@ fn stream(db: &Db, rate: f64, secs: f64, reader: bool, sample: &mut dyn FnMut(f6
             }
             let u = &users[rng.gen_range(0..users.len())];
             let it = &items[rng.gen_range(0..items.len())];
-            db.record_interactions(&[Interaction::new(u.clone(), it.clone(), 2_000_000_000 + i as i64)])
-                .unwrap();
+            db.record_interactions(&[Interaction::new(
+                u.clone(),
+                it.clone(),
+                2_000_000_000 + i as i64,
+            )])
+            .unwrap();
             i += 1;
             let t = started.elapsed().as_secs_f64();
             if t >= next_sample {
@@ -257,8 +264,10 @@ fn soak(minutes: f64, rate: f64) -> Result<serde_json::Value, Box<dyn std::error
     });
     db.wait_idle()?;
     let s = db.refresh_stats();
-    Ok(json!({"mode": "soak", "minutes": minutes, "rate": rate, "samples": samples,
-              "final_rss_mib": rss_kib() as f64 / 1024.0, "refresh": s}))
+    Ok(
+        json!({"mode": "soak", "minutes": minutes, "rate": rate, "samples": samples,
+              "final_rss_mib": rss_kib() as f64 / 1024.0, "refresh": s}),
+    )
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

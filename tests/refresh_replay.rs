@@ -33,7 +33,10 @@ fn replaying_the_held_out_interactions_leaves_every_list_current() {
     bundle::attach(&db);
     db.wait_idle().unwrap();
     let before = db.refresh_stats().lists_written;
-    assert_eq!(before as usize, users, "one list per user after the warm-up");
+    assert_eq!(
+        before as usize, users,
+        "one list per user after the warm-up"
+    );
     assert_eq!(
         db.stats().unwrap().cached_lists as usize,
         users,

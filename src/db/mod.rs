@@ -248,8 +248,11 @@ impl Db {
     }
 }
 
+/// Queued users with the seq of their durable record.
+type Queued = Vec<(Arc<str>, u64)>;
+
 /// The durable queue: every `stale` record as (user, seq), and the next free seq.
-fn load_stale(store: &Store) -> Result<(Vec<(Arc<str>, u64)>, u64)> {
+fn load_stale(store: &Store) -> Result<(Queued, u64)> {
     let mut out = Vec::new();
     let mut max_seq = 0;
     for entry in store.tree(TreeId::Stale).iter() {

@@ -79,7 +79,7 @@ impl Db {
         let queued = self.inner.refresh.queue.contains(user);
         if let Some(bytes) = self.inner.store.get(TreeId::Topk, user.as_bytes())? {
             let view = TopkView::parse(user.as_bytes(), &bytes)?;
-            if let Some(answer) = self.from_cache(user, &view, k, queued)? {
+            if let Some(answer) = self.answer_from_cache(user, &view, k, queued)? {
                 return Ok(answer);
             }
         }
@@ -115,7 +115,7 @@ impl Db {
 
     /// Answers from a cached list; `None` when it has no item left to serve (the caller falls
     /// back to the other sources).
-    fn from_cache(
+    fn answer_from_cache(
         &self,
         user: &str,
         view: &TopkView<'_>,

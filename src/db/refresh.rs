@@ -136,9 +136,7 @@ impl Db {
             }
             if refresh.has_threads() {
                 if !refresh.queue.is_idle() && !sweeping {
-                    if let Err(e) = self.attached() {
-                        return Err(e);
-                    }
+                    self.attached()?;
                 }
                 let left = timeout.saturating_sub(started.elapsed());
                 refresh.queue.wait(left.min(Duration::from_millis(50)), || {

@@ -29,6 +29,9 @@ pub struct convergedb_options {
     pub flush_every_ms: u64,
     /// Size of the storage engine's page cache in bytes (default 64 MiB).
     pub cache_capacity_bytes: u64,
+    /// Background refresh workers for the cached lists (default 1; 0: lists are refreshed by
+    /// `convergedb_wait_idle` on the caller's thread).
+    pub refresh_workers: u32,
 }
 
 /// An open database: an opaque handle made by `convergedb_db_open` and freed by
@@ -68,6 +71,7 @@ pub extern "C" fn convergedb_options_default() -> convergedb_options {
         create_if_missing: true,
         flush_every_ms: 500,
         cache_capacity_bytes: 64 * 1024 * 1024,
+        refresh_workers: 1,
     }
 }
 
@@ -86,7 +90,8 @@ fn config(path: &str, o: &convergedb_options) -> FfiResult<Config> {
     Ok(Config::new(path)
         .durability(durability)
         .create_if_missing(o.create_if_missing)
-        .cache_capacity_bytes(o.cache_capacity_bytes))
+        .cache_capacity_bytes(o.cache_capacity_bytes)
+        .refresh_workers(o.refresh_workers as usize))
 }
 
 /// Opens (or creates) the database in directory `path` (UTF-8, NUL-terminated).

@@ -28,5 +28,6 @@ pub mod fuzz;
 pub mod interactions;
 pub mod items;
 pub mod recommend;
+pub mod refresh;
 pub mod sid;
 pub mod status;

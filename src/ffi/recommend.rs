@@ -17,6 +17,8 @@ pub struct convergedb_recommendation {
     starts: Vec<usize>,
     scores: Vec<f64>,
     source: Source,
+    stale: bool,
+    history_version: u64,
 }
 
 impl convergedb_recommendation {
@@ -70,6 +72,8 @@ pub unsafe extern "C" fn convergedb_recommend(
             starts,
             scores,
             source: rec.source,
+            stale: rec.stale,
+            history_version: rec.history_version,
         });
         // SAFETY: `out` is non-NULL and writable by contract.
         unsafe { out.write(Box::into_raw(result)) };
@@ -155,6 +159,37 @@ pub unsafe extern "C" fn convergedb_recommendation_source(
             #[allow(unreachable_patterns)] // `Source` is #[non_exhaustive]
             _ => c"other".as_ptr(),
         })
+    })
+}
+
+/// True when a cached model list answered but is no longer current (the history changed, or
+/// another model or tokenization is in use, or it held a deleted item, filtered out): the
+/// user is queued for a refresh. False for every other answer and when `rec` is NULL.
+///
+/// # Safety
+/// `rec` must be NULL or a live result from `convergedb_recommend`.
+#[no_mangle]
+pub unsafe extern "C" fn convergedb_recommendation_stale(
+    rec: *const convergedb_recommendation,
+) -> bool {
+    guard_value(false, || {
+        // SAFETY: forwarded contract on `rec`.
+        unsafe { result(rec) }.is_some_and(|r| r.stale)
+    })
+}
+
+/// The history version the list was computed against (a cached list's stamp; 0 for a user
+/// with no history and when `rec` is NULL).
+///
+/// # Safety
+/// `rec` must be NULL or a live result from `convergedb_recommend`.
+#[no_mangle]
+pub unsafe extern "C" fn convergedb_recommendation_history_version(
+    rec: *const convergedb_recommendation,
+) -> u64 {
+    guard_value(0, || {
+        // SAFETY: forwarded contract on `rec`.
+        unsafe { result(rec) }.map_or(0, |r| r.history_version)
     })
 }
 

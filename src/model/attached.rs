@@ -70,8 +70,9 @@ impl Model {
     /// graph).
     pub fn load(dir: &Path, options: ModelOptions) -> Result<Model> {
         options.validate()?;
-        let runtime = library::load(options.ort_library.as_deref())?;
+        // The bundle first: a bad folder is reported without loading ONNX Runtime.
         let bundle = Bundle::open(dir)?;
+        let runtime = library::load(options.ort_library.as_deref())?;
         let first = session::open(runtime, &bundle.onnx_path, &bundle.manifest, &options)?;
         let info = ModelInfo {
             model_id: bundle.manifest.model_id.clone(),

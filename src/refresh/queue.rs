@@ -201,7 +201,11 @@ impl Queue {
         report: impl FnOnce(Option<Duration>),
     ) {
         let mut l = self.lanes.write();
-        let Some(m) = l.members.get_mut(user).filter(|m| m.state == State::InFlight) else {
+        let Some(m) = l
+            .members
+            .get_mut(user)
+            .filter(|m| m.state == State::InFlight)
+        else {
             report(None);
             return;
         };
@@ -229,10 +233,11 @@ impl Queue {
                 l.members.remove(user);
             }
             Some((state, not_before, attempts)) => {
-                let m = l.members.get_mut(user).expect("member checked above");
-                m.state = state;
-                m.not_before = not_before;
-                m.attempts = attempts;
+                if let Some(m) = l.members.get_mut(user) {
+                    m.state = state;
+                    m.not_before = not_before;
+                    m.attempts = attempts;
+                }
                 if state == State::Parked {
                     l.parked += 1;
                 } else {

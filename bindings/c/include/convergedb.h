@@ -200,6 +200,11 @@ typedef struct {
    Size of the storage engine's page cache in bytes (default 64 MiB).
    */
   uint64_t cache_capacity_bytes;
+  /*
+   Background refresh workers for the cached lists (default 1; 0: lists are refreshed by
+   `convergedb_wait_idle` on the caller's thread).
+   */
+  uint32_t refresh_workers;
 } convergedb_options;
 
 #ifdef __cplusplus
@@ -448,6 +453,25 @@ double convergedb_recommendation_item_score(const convergedb_recommendation *rec
 const char *convergedb_recommendation_source(const convergedb_recommendation *rec);
 
 /*
+ True when a cached model list answered but is no longer current (the history changed, or
+ another model or tokenization is in use, or it held a deleted item, filtered out): the
+ user is queued for a refresh. False for every other answer and when `rec` is NULL.
+
+ # Safety
+ `rec` must be NULL or a live result from `convergedb_recommend`.
+ */
+bool convergedb_recommendation_stale(const convergedb_recommendation *rec);
+
+/*
+ The history version the list was computed against (a cached list's stamp; 0 for a user
+ with no history and when `rec` is NULL).
+
+ # Safety
+ `rec` must be NULL or a live result from `convergedb_recommend`.
+ */
+uint64_t convergedb_recommendation_history_version(const convergedb_recommendation *rec);
+
+/*
  Frees a result and the key strings borrowed from it. NULL is a no-op; freeing twice is
  undefined behaviour.
 
@@ -455,6 +479,50 @@ const char *convergedb_recommendation_source(const convergedb_recommendation *re
  `rec` must be NULL or a result from `convergedb_recommend` not yet freed.
  */
 void convergedb_recommendation_free(convergedb_recommendation *rec);
+
+/*
+ Loads, validates and attaches the model bundle in directory `dir` (CPU execution provider),
+ replacing any attached model; cached lists of another model become stale and are refreshed
+ in the background. `ort_library` is the ONNX Runtime shared library to load, or NULL for
+ `ORT_DYLIB_PATH`, then `~/.cache/convergedb/onnxruntime-1.32.0/`. A bad bundle, a bundle of
+ another tokenization or a missing library is an error naming the cause. Thread-safe.
+
+ # Safety
+ `db` must be NULL or a live handle; `dir` NULL or NUL-terminated; `ort_library` NULL or
+ NUL-terminated.
+ */
+convergedb_status convergedb_model_attach(const convergedb_db *db,
+                                          const char *dir,
+                                          const char *ort_library);
+
+/*
+ Detaches the model. Cached lists are still served; nothing refreshes them until a model is
+ attached again. Thread-safe.
+
+ # Safety
+ `db` must be NULL or a live handle.
+ */
+convergedb_status convergedb_model_detach(const convergedb_db *db);
+
+/*
+ Regenerates `user`'s cached list now, on this thread. Fails when no model is attached,
+ when the user has no history (`CONVERGEDB_UNKNOWN_USER`), or when the history kept
+ changing meanwhile. Thread-safe.
+
+ # Safety
+ `db` must be NULL or a live handle; `user` NULL or NUL-terminated.
+ */
+convergedb_status convergedb_refresh_now(const convergedb_db *db, const char *user);
+
+/*
+ Waits until no user is queued for a refresh, at most `timeout_ms` milliseconds
+ (`UINT64_MAX`: no limit). `*idle` receives true when the queue drained, false on timeout.
+ Fails when users are queued but no usable model is attached. Thread-safe.
+
+ # Safety
+ `db` must be NULL or a live handle; `idle` NULL or writable.
+ */
+convergedb_status convergedb_wait_idle(const convergedb_db *db, uint64_t timeout_ms, bool *idle);
 
 /*
  Trains a new tokenization on the stored vector named `vector` of every live item (residual

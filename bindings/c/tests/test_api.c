@@ -35,7 +35,7 @@ int main(void) {
 
   convergedb_options opts = convergedb_options_default();
   CHECK(opts.durability == CONVERGEDB_DURABILITY_BUFFERED && opts.create_if_missing &&
-            opts.flush_every_ms == 500,
+            opts.flush_every_ms == 500 && opts.refresh_workers == 1,
         "convergedb_options_default");
   opts.durability = CONVERGEDB_DURABILITY_SYNC;
 
@@ -70,6 +70,8 @@ int main(void) {
         "m2 (3 interactions) first, alice's m3 excluded");
   CHECK(convergedb_recommendation_item_score(rec, 0) == 3.0, "score of m2 is 3");
   CHECK(strcmp(convergedb_recommendation_source(rec), "popularity") == 0, "source popularity");
+  CHECK(!convergedb_recommendation_stale(rec), "a popularity answer is not stale");
+  CHECK(convergedb_recommendation_history_version(rec) == 2, "alice's history version is 2");
   CHECK(convergedb_recommendation_item_key(rec, 3) == NULL, "item_key out of range is NULL");
   CHECK(isnan(convergedb_recommendation_item_score(rec, 99)), "score out of range is NaN");
   for (size_t i = 0; i < convergedb_recommendation_len(rec); i++) {
@@ -156,6 +158,10 @@ int main(void) {
   CHECK(json && strstr(json, "\"clean\":true") && strstr(json, "\"problems\":[]"),
         "check is clean");
   convergedb_string_free(json);
+
+  bool idle = false;
+  EXPECT_OK(convergedb_wait_idle(db, 1000, &idle), "wait_idle with nothing queued");
+  CHECK(idle, "the refresh queue is idle (no model was ever attached)");
 
   EXPECT_OK(convergedb_db_flush(db), "flush");
   EXPECT_OK(convergedb_db_close(db), "close");

@@ -201,6 +201,16 @@ static void tokenization_errors(convergedb_db *db, const char *file) {
          "allowed_next out NULL with room claimed");
   EXPECT(convergedb_sid_import(db, "/etc/hostname"), CONVERGEDB_INVALID_TOKENIZATION,
          "sid_import of a file that is not a tokenization");
+  EXPECT(convergedb_model_attach(db, "/nonexistent-bundle", NULL), CONVERGEDB_OTHER,
+         "model_attach of a missing folder");
+  CHECK(strstr(convergedb_last_error_message(), "nonexistent-bundle") != NULL,
+        "the model error names the folder");
+  EXPECT(convergedb_model_attach(db, NULL, NULL), CONVERGEDB_NULL_ARGUMENT, "model_attach dir NULL");
+  EXPECT(convergedb_refresh_now(db, NULL), CONVERGEDB_NULL_ARGUMENT, "refresh_now user NULL");
+  EXPECT(convergedb_refresh_now(db, "nobody"), CONVERGEDB_UNKNOWN_USER,
+         "refresh_now of a user without history");
+  EXPECT(convergedb_wait_idle(db, 10, NULL), CONVERGEDB_NULL_ARGUMENT, "wait_idle idle NULL");
+  EXPECT_OK(convergedb_model_detach(db), "model_detach without a model");
 }
 
 static void options_and_lock(const char *db_path) {
@@ -214,6 +224,10 @@ static void options_and_lock(const char *db_path) {
   o.flush_every_ms = 0;
   EXPECT(convergedb_db_open(temp_path(path, sizeof path, "o2"), &o, &db),
          CONVERGEDB_INVALID_ARGUMENT, "buffered with flush_every_ms 0");
+  o = convergedb_options_default();
+  o.refresh_workers = 1000;
+  EXPECT(convergedb_db_open(temp_path(path, sizeof path, "o3"), &o, &db),
+         CONVERGEDB_INVALID_ARGUMENT, "1000 refresh workers");
   o = convergedb_options_default();
   o.create_if_missing = false;
   EXPECT(convergedb_db_open(temp_path(path, sizeof path, "missing"), &o, &db),
@@ -286,7 +300,9 @@ int main(void) {
   CHECK(convergedb_recommendation_len(NULL) == 0 &&
             convergedb_recommendation_item_key(NULL, 0) == NULL &&
             convergedb_recommendation_item_score(NULL, 0) != convergedb_recommendation_item_score(NULL, 0) &&
-            convergedb_recommendation_source(NULL) == NULL,
+            convergedb_recommendation_source(NULL) == NULL &&
+            !convergedb_recommendation_stale(NULL) &&
+            convergedb_recommendation_history_version(NULL) == 0,
         "accessors on a NULL result");
   return finish("test_errors");
 }

@@ -77,6 +77,7 @@ class _Options(ctypes.Structure):
         ("create_if_missing", ctypes.c_bool),
         ("flush_every_ms", ctypes.c_uint64),
         ("cache_capacity_bytes", ctypes.c_uint64),
+        ("refresh_workers", ctypes.c_uint32),
     ]
 
 
