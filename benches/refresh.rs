@@ -116,11 +116,22 @@ fn latency(k: usize) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
     let rec = |u: &str| {
         std::hint::black_box(db.recommend(u, k).unwrap());
     };
+    thread_local! {
+        static BUF: std::cell::RefCell<convergedb::Recommendation> = Default::default();
+    }
+    let rec_into = |u: &str| {
+        BUF.with(|b| {
+            let mut b = b.borrow_mut();
+            db.recommend_into(u, k, &mut b).unwrap();
+            std::hint::black_box(&*b);
+        });
+    };
     let mut out = Vec::new();
     for threads in [1usize, 2] {
         for (name, f) in [
             ("raw sled get", &raw as &(dyn Fn(&str) + Sync)),
             ("cached recommend", &rec),
+            ("cached recommend_into", &rec_into),
         ] {
             // Warm, then measure; with 2 threads both run the same loop at once.
             time_calls(&users, 5, f);
@@ -141,14 +152,15 @@ fn latency(k: usize) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
         .filter_map(|u| db.raw_cached_list_len(u).unwrap())
         .collect();
     let mut ratios = Vec::new();
-    for pair in out.chunks(2) {
-        let (raw, rec) = (&pair[0], &pair[1]);
-        ratios.push(json!({
-            "threads": raw["threads"],
-            "p50_ratio": rec["p50_ns"].as_f64().unwrap() / raw["p50_ns"].as_f64().unwrap(),
-            "p99_ratio": rec["p99_ns"].as_f64().unwrap() / raw["p99_ns"].as_f64().unwrap(),
-            "mean_ratio": rec["mean_ns_untimed"].as_f64().unwrap() / raw["mean_ns_untimed"].as_f64().unwrap(),
-        }));
+    for group in out.chunks(3) {
+        let raw = &group[0];
+        for rec in &group[1..] {
+            let r = |f: &str| rec[f].as_f64().unwrap() / raw[f].as_f64().unwrap();
+            ratios.push(json!({
+                "what": rec["what"], "threads": raw["threads"],
+                "p50_ratio": r("p50_ns"), "p99_ratio": r("p99_ns"), "mean_ratio": r("mean_ns_untimed"),
+            }));
+        }
     }
     Ok(json!({"mode": "latency", "users": users.len(), "k": k,
               "mean_list_bytes": bytes.iter().sum::<usize>() as f64 / bytes.len().max(1) as f64,

@@ -1,11 +1,12 @@
 //! What `recommend` returns.
 
 /// Which part of the database produced a [`Recommendation`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Source {
     /// The most-interacted live items, excluding the user's own history.
+    #[default]
     Popularity,
     /// The attached LLM, by trie-constrained beam search over the user's history; scores are
     /// log-probabilities of the item's semantic ID.
@@ -15,7 +16,8 @@ pub enum Source {
 }
 
 /// A ranked list of items for one user, with the source that produced it and its stamps.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+/// (`Default` is an empty popularity answer, a buffer for [`crate::Db::recommend_into`].)
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Recommendation {
     /// The user asked about.
     pub user: String,

@@ -21,6 +21,23 @@ const SCAN_LIMIT: usize = 256;
 /// `RECENCY_DECAY^r`, so the newest item counts 1, the 5th newest about 0.41, the 20th 0.014.
 pub(crate) const RECENCY_DECAY: f32 = 0.8;
 
+/// Writes item `n` of `items`, reusing the slot's key allocation when there is one.
+fn set_item(items: &mut Vec<ScoredItem>, n: usize, key: &str, item_id: u64, score: f64) {
+    match items.get_mut(n) {
+        Some(it) => {
+            it.key.clear();
+            it.key.push_str(key);
+            it.item_id = item_id;
+            it.score = score;
+        }
+        None => items.push(ScoredItem {
+            key: key.to_string(),
+            item_id,
+            score,
+        }),
+    }
+}
+
 /// "Is this item in the history": short histories are scanned in place, long ones sorted once.
 struct Seen<'a> {
     history: Option<&'a HistoryView<'a>>,
@@ -69,6 +86,15 @@ impl Db {
     /// A cached answer holds at most `Config::cache_k` items. `k` must be in `1..=max_k`
     /// ([`crate::Error::InvalidK`]).
     pub fn recommend(&self, user: &str, k: usize) -> Result<Recommendation> {
+        let mut out = Recommendation::default();
+        self.recommend_into(user, k, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Db::recommend`] into `out`, reusing its allocations (the user string, the item list
+    /// and each item's key): the hot path of a serving loop that keeps one `Recommendation`
+    /// per thread. On error `out` is left in an unspecified but valid state.
+    pub fn recommend_into(&self, user: &str, k: usize, out: &mut Recommendation) -> Result<()> {
         let limits = &self.inner.config.limits;
         validate_k(k, limits)?;
         validate_key("user", user, limits)?;
@@ -79,8 +105,8 @@ impl Db {
         let queued = self.inner.refresh.queue.contains(user);
         if let Some(bytes) = self.inner.store.get(TreeId::Topk, user.as_bytes())? {
             let view = TopkView::parse(user.as_bytes(), &bytes)?;
-            if let Some(answer) = self.answer_from_cache(user, &view, k, queued)? {
-                return Ok(answer);
+            if self.answer_from_cache(user, &view, k, queued, out)? {
+                return Ok(());
             }
         }
         let bytes = self.inner.store.get(TreeId::Histories, user.as_bytes())?;
@@ -103,71 +129,82 @@ impl Db {
             }
             Route::Popularity => (Source::Popularity, self.popular(k, &seen)),
         };
-        Ok(Recommendation {
+        *out = Recommendation {
             user: user.to_string(),
             source,
             history_version,
             stale: false,
             stamps: None,
             items,
-        })
+        };
+        Ok(())
     }
 
-    /// Answers from a cached list; `None` when it has no item left to serve (the caller falls
-    /// back to the other sources).
+    /// Answers from a cached list into `out`; false when it has no item left to serve (the
+    /// caller falls back to the other sources).
     fn answer_from_cache(
         &self,
         user: &str,
         view: &TopkView<'_>,
         k: usize,
         queued: bool,
-    ) -> Result<Option<Recommendation>> {
-        let mut items = Vec::with_capacity(k.min(view.len()));
+        out: &mut Recommendation,
+    ) -> Result<bool> {
+        let mut n = 0;
         let mut dead = false;
         let current = {
             let derived = self.inner.derived.read();
             for i in 0..view.len() {
-                if items.len() == k {
+                if n == k {
                     break;
                 }
                 let (id, score) = view.item(i);
                 match derived.catalog.get(id).filter(|m| m.live) {
-                    Some(meta) => items.push(ScoredItem {
-                        key: meta.key.to_string(),
-                        item_id: id,
-                        score: score as f64,
-                    }),
+                    Some(meta) => {
+                        set_item(&mut out.items, n, &meta.key, id, score as f64);
+                        n += 1;
+                    }
                     None => dead = true,
                 }
             }
             derived.model_id.as_deref() == Some(view.model_id())
                 && derived.sid.as_ref().map(|t| t.version) == Some(view.sid_version())
         };
+        out.items.truncate(n);
         let stale = dead || !current || queued;
         if stale {
             // The history may hold items the list recommends (the trigger of the refresh).
             if let Some(b) = self.inner.store.get(TreeId::Histories, user.as_bytes())? {
                 let h = HistoryView::parse(user.as_bytes(), &b)?;
                 let seen = Seen::new(Some(&h));
-                items.retain(|it| !seen.contains(it.item_id));
+                out.items.retain(|it| !seen.contains(it.item_id));
             }
             self.queue_from_read(user);
         }
-        if items.is_empty() {
-            return Ok(None);
+        if out.items.is_empty() {
+            return Ok(false);
         }
-        Ok(Some(Recommendation {
-            user: user.to_string(),
-            source: Source::Model,
-            history_version: view.history_version(),
-            stale,
-            stamps: Some(ListStamps {
-                model_id: view.model_id().to_string(),
-                sid_version: view.sid_version(),
-                computed_at_ms: view.computed_at_ms(),
-            }),
-            items,
-        }))
+        out.user.clear();
+        out.user.push_str(user);
+        out.source = Source::Model;
+        out.history_version = view.history_version();
+        out.stale = stale;
+        match &mut out.stamps {
+            Some(s) => {
+                s.model_id.clear();
+                s.model_id.push_str(view.model_id());
+                s.sid_version = view.sid_version();
+                s.computed_at_ms = view.computed_at_ms();
+            }
+            None => {
+                out.stamps = Some(ListStamps {
+                    model_id: view.model_id().to_string(),
+                    sid_version: view.sid_version(),
+                    computed_at_ms: view.computed_at_ms(),
+                })
+            }
+        }
+        Ok(true)
     }
 
     /// A read found no current list: queue the user in memory, ahead of the others (once a model

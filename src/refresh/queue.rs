@@ -59,7 +59,9 @@ pub(crate) enum Outcome {
 
 #[derive(Default)]
 struct Lanes {
-    members: HashMap<Arc<str>, Member>,
+    /// ahash: membership is tested on every read, and user keys are not attacker-chosen hash
+    /// floods in an embedded database (ahash is still randomly keyed per process).
+    members: HashMap<Arc<str>, Member, ahash::RandomState>,
     urgent: VecDeque<Arc<str>>,
     normal: VecDeque<Arc<str>>,
     queued: usize,
@@ -82,6 +84,9 @@ pub(crate) struct Queue {
     bell_lock: Mutex<()>,
     bell: Condvar,
     next_seq: std::sync::atomic::AtomicU64,
+    /// `lanes.members.len()`, updated under the write lock: lets `contains` skip the lock when
+    /// nothing is queued (a membership added before a history write is acknowledged is seen).
+    len: std::sync::atomic::AtomicUsize,
 }
 
 impl Queue {
@@ -100,6 +105,9 @@ impl Queue {
 
     /// True when `user` is queued or held by a worker (its list, if any, is not current).
     pub(crate) fn contains(&self, user: &str) -> bool {
+        if self.len.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            return false;
+        }
         self.lanes.read().members.contains_key(user)
     }
 
@@ -128,6 +136,8 @@ impl Queue {
                 pushed = true;
                 l.push_one(user, seq, urgent, now);
             }
+            self.len
+                .store(l.members.len(), std::sync::atomic::Ordering::Release);
         }
         if pushed {
             self.ring();
@@ -240,13 +250,21 @@ impl Queue {
                 }
                 if state == State::Parked {
                     l.parked += 1;
-                } else {
+                } else if not_before.is_some() {
+                    // A failure: retried after the others, once its delay has passed.
                     l.queued += 1;
                     l.normal.push_back(Arc::clone(user));
+                } else {
+                    // Queued again while computing (or no model): it has waited longest, so it
+                    // goes first rather than to the back.
+                    l.queued += 1;
+                    l.normal.push_front(Arc::clone(user));
                 }
             }
         }
         report(lag);
+        self.len
+            .store(l.members.len(), std::sync::atomic::Ordering::Release);
         drop(l);
         self.ring();
     }
@@ -265,6 +283,8 @@ impl Queue {
             State::InFlight => {}
         }
         l.members.remove(user);
+        self.len
+            .store(l.members.len(), std::sync::atomic::Ordering::Release);
         drop(l);
         self.ring();
     }
