@@ -269,3 +269,31 @@ fn background_workers_refresh_and_survive_a_panicking_batch() {
     assert_eq!(db.refresh_stats().workers, 1);
     db.close().unwrap();
 }
+
+#[test]
+fn recommend_into_reuses_a_buffer_and_answers_like_recommend() {
+    let (_dir, db) = setup(0);
+    bundle::attach(&db);
+    db.wait_idle().unwrap();
+    // One stale user, one without history (popularity), the rest fresh; k varies so the
+    // buffer's item list grows and shrinks.
+    db.record_interactions(&[Interaction::new("u3", "70", 100)])
+        .unwrap();
+    let mut buf = convergedb::Recommendation::default();
+    let mut seen_sources = HashSet::new();
+    for (i, user) in users()
+        .into_iter()
+        .chain(["nobody".to_string()])
+        .enumerate()
+    {
+        for k in [3, 20, 1, 10] {
+            db.recommend_into(&user, k, &mut buf).unwrap();
+            let want = db.recommend(&user, k).unwrap();
+            assert_eq!(buf, want, "user {user} k {k} (#{i})");
+            seen_sources.insert((want.source, want.stale));
+        }
+    }
+    assert!(seen_sources.contains(&(Source::Model, false)));
+    assert!(seen_sources.contains(&(Source::Model, true)));
+    assert!(seen_sources.contains(&(Source::Popularity, false)));
+}
