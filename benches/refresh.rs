@@ -5,8 +5,8 @@
 //!   get of the same list bytes, in the same process on the same database: per-call p50/p99
 //!   (each call timed alone, so both include ~20-30 ns of clock reads) and the mean over
 //!   batches of calls (no per-call clock), single-threaded and with 2 threads.
-//! `cargo bench --bench refresh -- stream [SECS]` — interactions streamed at 10, 100 and 1,000
-//!   per second (random users and items of ML-100K) for SECS seconds each (default 30) against
+//! `cargo bench --bench refresh -- stream [SECS] [RATES] [MAX_BATCH]` — interactions streamed at
+//!   10, 100 and 1,000 per second (or the comma-separated RATES, with `refresh_max_batch`) (random users and items of ML-100K) for SECS seconds each (default 30) against
 //!   a database whose lists are all current, one background worker: refresh throughput, queue
 //!   depth, freshness lag p50/p99 (queued -> fresh list written, from `stats().refresh.lag`).
 //! `cargo bench --bench refresh -- soak [MINUTES] [RATE]` — a long stream (default 10 minutes at
@@ -41,10 +41,21 @@ fn rss_kib() -> u64 {
 
 /// ML-100K with the bundle's catalog and tokenization, the model attached, every list current.
 fn setup(dir: &std::path::Path, workers: usize) -> Result<Db, Box<dyn std::error::Error>> {
+    setup_batch(dir, workers, convergedb::RefreshParams::default().max_batch)
+}
+
+fn setup_batch(
+    dir: &std::path::Path,
+    workers: usize,
+    max_batch: usize,
+) -> Result<Db, Box<dyn std::error::Error>> {
     let ml = std::env::var_os("CONVERGEDB_ML100K")
         .map(PathBuf::from)
         .ok_or("set CONVERGEDB_ML100K (./scripts/bench-refresh does)")?;
-    let db = Config::new(dir).refresh_workers(workers).open()?;
+    let db = Config::new(dir)
+        .refresh_workers(workers)
+        .refresh_max_batch(max_batch)
+        .open()?;
     import::movielens(&db, &ml, &ImportOptions::default())?;
     let bundle = root().join("models/ml100k");
     import::items_jsonl(&db, &bundle.join("items.jsonl"), &ImportOptions::default())?;
@@ -220,11 +231,15 @@ fn stream(db: &Db, rate: f64, secs: f64, reader: bool, sample: &mut dyn FnMut(f6
     (secs * rate) as u64
 }
 
-fn stream_mode(secs: f64) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+fn stream_mode(
+    secs: f64,
+    rates: &[f64],
+    max_batch: usize,
+) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
     let mut phases = Vec::new();
-    for rate in [10.0, 100.0, 1000.0] {
+    for &rate in rates {
         let dir = tempfile::tempdir()?;
-        let db = setup(dir.path(), 1)?;
+        let db = setup_batch(dir.path(), 1, max_batch)?;
         db.reset_refresh_stats();
         let before = db.refresh_stats();
         let mut max_queue = 0u64;
@@ -241,7 +256,7 @@ fn stream_mode(secs: f64) -> Result<serde_json::Value, Box<dyn std::error::Error
         let after = db.refresh_stats();
         let written = during.lists_written - before.lists_written;
         phases.push(json!({
-            "rate": rate, "seconds": stream_secs,
+            "rate": rate, "max_batch": max_batch, "seconds": stream_secs,
             "interactions": db.stats()?.interactions_recorded,
             "lists_per_s_during": written as f64 / stream_secs,
             "max_queue": max_queue,
@@ -292,7 +307,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let num = |i: usize, d: f64| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
     let out = match mode {
         "latency" => latency(num(1, 10.0) as usize)?,
-        "stream" => stream_mode(num(1, 30.0))?,
+        "stream" => {
+            // stream [SECS] [RATE,RATE,...] [MAX_BATCH]
+            let rates: Vec<f64> = args
+                .get(2)
+                .map(|s| s.split(',').filter_map(|r| r.parse().ok()).collect())
+                .unwrap_or_else(|| vec![10.0, 100.0, 1000.0]);
+            let max_batch = num(3, convergedb::RefreshParams::default().max_batch as f64);
+            stream_mode(num(1, 30.0), &rates, max_batch as usize)?
+        }
         "soak" => soak(num(1, 10.0), num(2, 200.0))?,
         other => return Err(format!("unknown mode {other:?}: latency, stream or soak").into()),
     };

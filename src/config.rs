@@ -216,7 +216,7 @@ impl Config {
         self
     }
 
-    /// Most users per model batch (default 32, at most 1,024).
+    /// Most users per model batch (default 4, at most 1,024; see [`RefreshParams::max_batch`]).
     pub fn refresh_max_batch(mut self, n: usize) -> Self {
         self.refresh.max_batch = n;
         self

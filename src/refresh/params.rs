@@ -9,8 +9,11 @@ pub struct RefreshParams {
     /// Background workers, each with its own ONNX Runtime session (default 1; 0: no background
     /// threads, lists are refreshed by `refresh_now` and `wait_idle` on the caller's thread).
     pub workers: usize,
-    /// Most users in one batch through the model (default 32). Batches grow towards it as the
-    /// queue grows: backpressure by batching, never by dropping work.
+    /// Most users in one batch through the model (default 4). Batches grow towards it as the
+    /// queue grows: backpressure by batching, never by dropping work. On CPU, small batches
+    /// refresh faster (no left-padding to the longest prompt, fewer lists discarded because
+    /// the history changed meanwhile): with the shipped bundle on 2 cores, 1 and 4 gave 143 and
+    /// 133 lists/s, 32 gave 70 (docs/benchmarks.md); raise it for a GPU provider.
     pub max_batch: usize,
     /// Items kept per cached list (default 20: the default beam width). `recommend` answers
     /// from the cache with at most this many items.
@@ -21,7 +24,7 @@ impl Default for RefreshParams {
     fn default() -> Self {
         RefreshParams {
             workers: 1,
-            max_batch: 32,
+            max_batch: 4,
             cache_k: 20,
         }
     }
