@@ -124,6 +124,8 @@ pub(crate) fn search(
             let req = beams[start].req;
             let end = start + beams[start..].iter().take_while(|b| b.req == req).count();
             let mut cands = Vec::new();
+            let exclude = requests[req].exclude;
+            let last = level + 1 == levels;
             for beam in &beams[start..end] {
                 let row = logits.row(beam.row);
                 let lse = log_sum_exp(row);
@@ -134,6 +136,17 @@ pub(crate) fn search(
                     let mut codes = Vec::with_capacity(levels);
                     codes.extend_from_slice(&beam.codes);
                     codes.push(code);
+                    // A finished tuple whose every item is excluded would take a beam and
+                    // give nothing: it is not a candidate.
+                    if last
+                        && !exclude.is_empty()
+                        && trie
+                            .items(&codes)
+                            .iter()
+                            .all(|i| exclude.binary_search(i).is_ok())
+                    {
+                        continue;
+                    }
                     cands.push(Beam {
                         req,
                         codes,

@@ -114,10 +114,12 @@ class Bundle:
 
     def recommend(self, histories, k=10, beam_width=20, exclude_history=True, kv_cache=True):
         """Batched: one result list [(item key, score)] per history."""
-        beams = self.beam_search([self.prompt_ids(h) for h in histories], beam_width, kv_cache)
+        exes = [set(h) if exclude_history else set() for h in histories]
+        beams = self.beam_search([self.prompt_ids(h) for h in histories], beam_width, kv_cache,
+                                 [self.excluded_tuples(ex) for ex in exes])
         out = []
         for u, h in enumerate(histories):
-            ex = set(h) if exclude_history else set()
+            ex = exes[u]
             res = []
             for tup, score in beams[u]:
                 for key in self.by_tuple.get(tup, ()):
@@ -131,8 +133,21 @@ class Bundle:
             out.append(res)
         return out
 
-    def beam_search(self, prompts, beam_width, kv_cache=True):
-        """Per prompt: [(code tuple, score)] best first (ties: smaller tuple first)."""
+    def excluded_tuples(self, ex):
+        """Code tuples (as integers) all of whose items are in `ex`: the last level skips them."""
+        out = set()
+        for key in ex:
+            tup = tuple(self.codes[key]) if key in self.codes else None
+            if tup is not None and all(k in ex for k in self.by_tuple.get(tup, ())):
+                n = 0
+                for c in tup:
+                    n = n * self.C + c
+                out.add(n)
+        return out
+
+    def beam_search(self, prompts, beam_width, kv_cache=True, excluded=None):
+        """Per prompt: [(code tuple, score)] best first (ties: smaller tuple first). At the last
+        level, tuples in `excluded[prompt]` (integers; every item excluded) are not candidates."""
         B, L, C = len(prompts), self.L, self.C
         T = max(len(p) for p in prompts)
         ids = np.full((B, T), self.pad, np.int64)
@@ -154,6 +169,9 @@ class Bundle:
             s = cand[r, c]
             t = tup[r] * C + c
             u = user[r]
+            if l + 1 == L and excluded is not None:
+                keep = np.array([int(tt) not in excluded[int(uu)] for tt, uu in zip(t, u)], bool)
+                r, c, s, t, u = r[keep], c[keep], s[keep], t[keep], u[keep]
             order = np.lexsort((t, -s, u))
             r, c, s, t, u = r[order], c[order], s[order], t[order], u[order]
             first_of_user = np.searchsorted(u, u, side="left")

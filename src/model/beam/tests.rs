@@ -286,3 +286,38 @@ fn an_empty_trie_answers_nothing_without_running_the_model() {
     assert!(got[0].items.is_empty());
     assert_eq!(s.calls, 0);
 }
+
+#[test]
+fn fully_excluded_tuples_do_not_take_the_last_beams() {
+    let t = sample_trie();
+    let mut scorer = FnScorer::new(hashed_logit);
+    let request = |exclude: &'static [u64], k| Request {
+        prompt: vec![7],
+        exclude,
+        k,
+    };
+    // The unconstrained order of every finished tuple with a wide beam.
+    let all = search(&mut scorer, &t, LAYOUT, 64, &[request(&[], 100)]).unwrap();
+    let order: Vec<u64> = all[0].items.iter().map(|i| i.0).collect();
+    // Exclude the items of the two best tuples; a beam of 2 must still return 2 other items.
+    let mut ex: Vec<u64> = all[0].beams[..2]
+        .iter()
+        .flat_map(|(codes, _)| t.items(codes).to_vec())
+        .collect();
+    ex.sort_unstable();
+    let ex: &'static [u64] = Box::leak(ex.into_boxed_slice());
+    let got = search(&mut scorer, &t, LAYOUT, 2, &[request(ex, 2)]).unwrap();
+    let items: Vec<u64> = got[0].items.iter().map(|i| i.0).collect();
+    // No finished beam is a tuple whose items are all excluded, so the beams yield items.
+    for (codes, _) in &got[0].beams {
+        assert!(
+            !t.items(codes).iter().all(|i| ex.contains(i)),
+            "beam {codes:?} holds only excluded items"
+        );
+    }
+    assert!(!items.is_empty() && items.len() <= 2, "{items:?}");
+    assert!(items.iter().all(|i| !ex.contains(i) && order.contains(i)));
+    // Without exclusion the same 2-wide search ends on the excluded tuples' items.
+    let plain = search(&mut scorer, &t, LAYOUT, 2, &[request(&[], 2)]).unwrap();
+    assert!(plain[0].items.iter().any(|i| ex.contains(&i.0)));
+}
