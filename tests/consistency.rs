@@ -190,10 +190,30 @@ fn decoders_survive_random_bytes_and_regressions() {
         let data = bytes(50_000 + seed, len);
         fuzzing::decode_records(&data);
         fuzzing::decode_tokenization_file(&data);
+        fuzzing::decode_bundle_manifest(&data);
+    }
+    // Damaged copies of a real bundle manifest: flipped bytes and truncations.
+    let manifest = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/ml100k/manifest.json"),
+    )
+    .unwrap();
+    for seed in 0..1_000u64 {
+        let noise = bytes(90_000 + seed, 8);
+        let mut data = manifest.clone();
+        if seed % 4 == 0 {
+            data.truncate(noise[0] as usize * data.len() / 256);
+        } else {
+            for pair in noise.chunks(2) {
+                let at = (pair[0] as usize * 7919 + seed as usize * 31) % data.len();
+                data[at] = pair[1];
+            }
+        }
+        fuzzing::decode_bundle_manifest(&data);
     }
     for path in regressions("decode") {
         let data = std::fs::read(&path).unwrap();
         fuzzing::decode_records(&data);
         fuzzing::decode_tokenization_file(&data);
+        fuzzing::decode_bundle_manifest(&data);
     }
 }

@@ -297,3 +297,41 @@ fn recommend_into_reuses_a_buffer_and_answers_like_recommend() {
     assert!(seen_sources.contains(&(Source::Model, true)));
     assert!(seen_sources.contains(&(Source::Popularity, false)));
 }
+
+#[test]
+fn a_new_tokenization_makes_every_list_stale_until_a_fitting_model_refreshes_it() {
+    let (_dir, db) = setup(0);
+    bundle::attach(&db);
+    db.wait_idle().unwrap();
+    let first = db.stats().unwrap().sid.unwrap().version;
+    // A tokenization of our own: the attached model was trained on another one.
+    let mut opts = convergedb::TokenizeOptions::new("sasrec");
+    opts.codes = 16;
+    opts.iterations = 5;
+    db.tokenize(&opts, None).unwrap();
+    for user in users() {
+        let rec = db.recommend(&user, 10).unwrap();
+        assert_eq!(rec.source, Source::Model);
+        assert!(rec.stale, "user {user}: computed under version {first}");
+        assert_eq!(rec.stamps.unwrap().sid_version, first);
+    }
+    common::assert_clean(&db);
+    assert!(matches!(
+        db.wait_idle(),
+        Err(Error::ForeignTokenization { .. })
+    ));
+    // The bundle's tokenization again (a newer version with the bundle's fingerprint): the
+    // model fits and every list is refreshed under it.
+    db.import_tokenization(&bundle::bundle().join("tokenization.json"))
+        .unwrap();
+    let now = db.stats().unwrap().sid.unwrap().version;
+    assert!(now > first + 1);
+    db.wait_idle().unwrap();
+    for user in users() {
+        let rec = db.recommend(&user, 10).unwrap();
+        assert!(!rec.stale);
+        assert_eq!(rec.stamps.unwrap().sid_version, now);
+    }
+    assert_all_fresh(&db);
+    common::assert_clean(&db);
+}

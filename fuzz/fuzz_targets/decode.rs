@@ -7,4 +7,5 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     convergedb::fuzzing::decode_records(data);
     convergedb::fuzzing::decode_tokenization_file(data);
+    convergedb::fuzzing::decode_bundle_manifest(data);
 });

@@ -30,6 +30,30 @@ pub fn decode_records(bytes: &[u8]) {
     let _ = records::decode_sid_items(key, bytes);
     let _ = crate::store::keys::parse_tuple(bytes);
     let _ = crate::sid::SidTable::decode(bytes);
+    // The cached list (read zero-copy by `recommend`) and the refresh queue record.
+    if let Ok(view) = crate::store::TopkView::parse(key, bytes) {
+        let _ = (
+            view.history_version(),
+            view.sid_version(),
+            view.computed_at_ms(),
+        );
+        let _ = view.model_id();
+        for i in 0..view.len() {
+            let _ = view.item(i);
+        }
+    }
+    let _ = crate::store::StaleRecord::decode(key, bytes);
+    let _ = records::decode_model_id(bytes);
+}
+
+/// Feeds `bytes` to the model-bundle manifest parser and its validation (what `attach_model`
+/// does with `manifest.json` before touching any other file): `Ok` or `Err`, never a panic.
+pub fn decode_bundle_manifest(bytes: &[u8]) {
+    if let Ok(m) = serde_json::from_slice::<crate::model::manifest::Manifest>(bytes) {
+        if m.validate().is_ok() {
+            let _ = m.template();
+        }
+    }
 }
 
 /// Feeds `bytes` to the tokenization-file parser (a convergedb tokenization file or a LETTER

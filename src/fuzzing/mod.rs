@@ -27,4 +27,4 @@ pub mod ops;
 pub use crate::ffi::fuzz as ffi;
 
 pub use arbitrary;
-pub use decode::{decode_records, decode_tokenization_file};
+pub use decode::{decode_bundle_manifest, decode_records, decode_tokenization_file};

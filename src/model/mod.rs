@@ -12,7 +12,7 @@
 
 pub(crate) mod beam;
 mod library;
-mod manifest;
+pub(crate) mod manifest;
 
 pub use library::{default_library_path, ORT_MIN_MINOR, ORT_VERSION};
 mod attached;
