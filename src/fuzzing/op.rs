@@ -34,11 +34,13 @@ pub fn limits() -> Limits {
     }
 }
 
-/// The configuration matching [`limits`].
+/// The configuration matching [`limits`]. No refresh threads: the harness attaches no model,
+/// and every open and close stays deterministic.
 pub fn config(path: &Path, durability: Durability) -> Config {
     let l = limits();
     Config::new(path)
         .durability(durability)
+        .refresh_workers(0)
         .max_key_bytes(l.max_key_bytes)
         .max_batch(l.max_batch)
         .max_k(l.max_k)
