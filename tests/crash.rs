@@ -179,12 +179,15 @@ fn apply_write(db: &convergedb::Db, op: &ops::Op) {
             opts.threads = 1;
             let _ = db.tokenize(&opts, None);
         }
+        // `seeded_op` never yields the generator ops.
         Op::Recommend(..)
         | Op::History(_)
         | Op::Get(_)
         | Op::Flush
         | Op::ExportImport
-        | Op::Reopen(_) => {}
+        | Op::Reopen(_)
+        | Op::AttachGenerator(_)
+        | Op::Refresh => {}
     }
 }
 

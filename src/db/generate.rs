@@ -46,6 +46,12 @@ impl Db {
         let model = Model::load(dir, options)?;
         self.check_fingerprint(&model, dir)?;
         let info = model.info();
+        self.install_model(model)?;
+        Ok(info)
+    }
+
+    /// Makes `model` the attached one and records its id as current (the model swap).
+    fn install_model(&self, model: Model) -> Result<()> {
         let id = model.manifest.model_id.clone();
         *self.inner.model.write() = Some(Arc::new(model));
         // Model swap: the id of the lists that are current changes; every other list becomes
@@ -63,7 +69,17 @@ impl Db {
             Ok(((), effects))
         })?;
         self.inner.refresh.request_sweep();
-        Ok(info)
+        Ok(())
+    }
+
+    /// Fault-free test double for the fuzz harness: attaches a deterministic generator (real
+    /// beam search over the real trie, hashed logits) under `model_id`, fitting any
+    /// tokenization. Not a stable API.
+    #[cfg(feature = "fuzzing")]
+    #[doc(hidden)]
+    pub fn attach_test_generator(&self, model_id: &str) -> Result<()> {
+        self.inner.poison.check()?;
+        self.install_model(Model::fake(model_id)?)
     }
 
     /// Detaches the model (generation then fails with [`Error::NoModel`]).
@@ -85,7 +101,7 @@ impl Db {
             .as_ref()
             .map(|t| t.fingerprint.clone());
         match current {
-            Some(fp) if fp == model.fingerprint() => Ok(()),
+            fp if model.fits(fp.as_deref()) => Ok(()),
             other => Err(Error::ForeignTokenization {
                 path: dir.to_path_buf(),
                 bundle: model.fingerprint().to_string(),
@@ -194,19 +210,18 @@ impl Db {
     }
 
     fn render(&self, model: &Model, ids: &[u64]) -> Result<Prompt> {
-        let codes = self.recent_codes(ids, model.prompter.max_history())?;
-        let text = model.prompter.render(&codes);
-        let input_ids = model.prompter.encode(&text)?;
+        let codes = self.recent_codes(ids, model.max_history())?;
+        let (text, input_ids) = model.prompt(&codes)?;
         Ok(Prompt { text, input_ids })
     }
 
     /// Item ids of an explicit history, checked against the model's maximum.
     fn resolve_history(&self, model: &Model, history: &[&str]) -> Result<Vec<u64>> {
         let limits = &self.inner.config.limits;
-        if history.len() > model.prompter.max_history() {
+        if history.len() > model.max_history() {
             return Err(Error::HistoryTooLong {
                 len: history.len(),
-                max: model.prompter.max_history(),
+                max: model.max_history(),
             });
         }
         let mut ids = Vec::with_capacity(history.len());
@@ -273,7 +288,10 @@ impl Db {
         prepared: &[Prepared],
         k: usize,
     ) -> Result<Vec<Answer>> {
-        let trie: Arc<Trie> = self.inner.derived.read().trie.clone();
+        let (trie, codes): (Arc<Trie>, usize) = {
+            let d = self.inner.derived.read();
+            (d.trie.clone(), d.sid.as_ref().map_or(0, |t| t.codes))
+        };
         let requests: Vec<Request<'_>> = prepared
             .iter()
             .map(|p| Request {
@@ -282,10 +300,7 @@ impl Db {
                 k,
             })
             .collect();
-        let mut session = model.take_session()?;
-        let result = model.run(&mut session, &trie, &requests);
-        model.return_session(session);
-        result
+        model.generate(&trie, codes, &requests)
     }
 
     fn name_items(&self, answer: &Answer) -> Vec<ScoredItem> {

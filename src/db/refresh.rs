@@ -423,6 +423,25 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 
 #[cfg(feature = "fuzzing")]
 impl Db {
+    /// The stored list of `user`, as recorded (for the fuzz harness's oracle).
+    #[doc(hidden)]
+    pub fn cached_list(
+        &self,
+        user: &str,
+    ) -> Result<Option<crate::fuzzing::refresh_model::CachedList>> {
+        let Some(bytes) = self.inner.store.get(TreeId::Topk, user.as_bytes())? else {
+            return Ok(None);
+        };
+        let view = TopkView::parse(user.as_bytes(), &bytes)?;
+        Ok(Some(crate::fuzzing::refresh_model::CachedList {
+            history_version: view.history_version(),
+            model_id: view.model_id().to_string(),
+            sid_version: view.sid_version(),
+            computed_at_ms: view.computed_at_ms(),
+            items: (0..view.len()).map(|i| view.item(i)).collect(),
+        }))
+    }
+
     /// Fault injection for tests: a worker refreshing `user` panics (`None` clears it).
     #[doc(hidden)]
     pub fn inject_refresh_panic(&self, user: Option<&str>) {

@@ -80,6 +80,11 @@ impl Db {
         r.counters.snapshot(workers, r.queue.counts())
     }
 
+    /// The refresh settings this handle runs with.
+    pub fn refresh_params(&self) -> crate::RefreshParams {
+        self.inner.refresh.params.clone()
+    }
+
     /// Zeroes the refresh counters of `stats().refresh` and forgets the freshness lags (to
     /// measure one period, e.g. after a warm-up). The queue itself is untouched.
     pub fn reset_refresh_stats(&self) {

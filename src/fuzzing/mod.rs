@@ -23,6 +23,7 @@ pub mod decode;
 pub mod model;
 pub mod op;
 pub mod ops;
+pub mod refresh_model;
 
 pub use crate::ffi::fuzz as ffi;
 

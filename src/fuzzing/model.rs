@@ -44,6 +44,8 @@ pub fn kind_of(e: &crate::Error) -> Kind {
         E::InvalidK { .. } => "InvalidK",
         E::InvalidArgument(_) => "InvalidArgument",
         E::InvalidTokenization(_) => "InvalidTokenization",
+        E::NoModel => "NoModel",
+        E::ForeignTokenization { .. } => "ForeignTokenization",
         _ => "Other",
     }
 }
@@ -132,6 +134,8 @@ pub struct Model {
     pub recorded: u64,
     /// The current tokenization.
     pub sid: Option<ModelSid>,
+    /// Cached lists and the refresh queue (`refresh_model.rs`).
+    pub refresh: super::refresh_model::RefreshModel,
 }
 
 /// Input checks shared by the model's write calls (the library's `validate.rs`, restated).
@@ -194,6 +198,7 @@ impl Model {
             popular: HashMap::new(),
             recorded: 0,
             sid: None,
+            refresh: Default::default(),
         }
     }
 
@@ -278,6 +283,9 @@ impl Model {
             }
         }
         self.catalog_version += 1;
+        if !keys.is_empty() {
+            self.refresh.sweep_pending = true;
+        }
         for key in keys {
             if let Some(m) = self.items.get_mut(*key) {
                 m.live = false;
@@ -381,6 +389,7 @@ impl Model {
         }
         self.kinds = kinds;
         for (user, added) in staged {
+            self.refresh.on_history_change(user);
             let h = self.histories.entry(user.to_string()).or_default();
             h.version += 1;
             h.recorded += added.len() as u64;
@@ -423,6 +432,7 @@ impl Model {
             vector: vector.to_string(),
             levels,
         });
+        self.refresh.sweep_pending = true;
         for m in self.items.values_mut() {
             m.has_codes = m.live && m.item.vectors.contains_key(vector);
         }
@@ -471,13 +481,20 @@ impl Model {
         })
     }
 
-    /// `recommend`: popularity minus the user's history.
+    /// `recommend`: the cached list (current or stale), else popularity minus the user's
+    /// history.
     pub fn recommend(&self, user: &str, k: usize) -> Result<Recommendation, Kind> {
         if k == 0 || k > self.limits.max_k {
             return Err("InvalidK");
         }
         check_key(user, &self.limits)?;
+        if let Some(answer) = self.recommend_cached(user, k) {
+            return Ok(answer);
+        }
         let history = self.histories.get(user);
+        if history.is_some_and(|h| !h.entries.is_empty()) {
+            self.refresh.queue_from_read(user);
+        }
         let seen = |id: u64| history.is_some_and(|h| h.entries.iter().any(|e| e.item_id == id));
         let mut ranked: Vec<(u64, u64, &str)> = self
             .items

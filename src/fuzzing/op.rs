@@ -88,7 +88,14 @@ pub enum Op {
     ExportImport,
     /// `close` (or, with `false`, only drop the handle: its drop flushes), then open again.
     Reopen(bool),
+    /// `attach_test_generator` with model id `GENERATORS[i]` (a model swap when it changes).
+    AttachGenerator(usize),
+    /// `wait_idle`: the sweep, then every queued user's list regenerated (no workers).
+    Refresh,
 }
+
+/// Model ids of the deterministic test generator.
+pub const GENERATORS: &[&str] = &["gen-a", "gen-b"];
 
 fn item_key(u: &mut Unstructured<'_>) -> arbitrary::Result<String> {
     let i = u.int_in_range(0..=ITEM_KEYS.len() + 1)?;
@@ -229,8 +236,10 @@ impl<'a> Arbitrary<'a> for Op {
                 seed: u64::from(u8::arbitrary(u)?),
                 balance: bool::arbitrary(u)?,
             },
-            93..=95 => Op::Flush,
-            96..=97 => Op::ExportImport,
+            93 => Op::Flush,
+            94..=95 => Op::Refresh,
+            96 => Op::ExportImport,
+            97 => Op::AttachGenerator(usize::from(bool::arbitrary(u)?)),
             _ => Op::Reopen(bool::arbitrary(u)?),
         })
     }
@@ -261,22 +270,30 @@ pub fn apply_to_model(model: &mut Model, op: &Op) {
         } => {
             let _ = model.tokenize(vector, *levels, *codes);
         }
+        // Crash loops never attach a generator (`seeded_op`), so there is nothing to refresh.
         Op::Recommend(..)
         | Op::History(_)
         | Op::Get(_)
         | Op::Flush
         | Op::ExportImport
-        | Op::Reopen(_) => {}
+        | Op::Reopen(_)
+        | Op::AttachGenerator(_)
+        | Op::Refresh => {}
     }
 }
 
 /// Op number `i` of the sequence of `seed`: each op decoded from its own 256 random bytes, so
-/// that a parent can regenerate any op of a child's sequence without replaying it.
+/// that a parent can regenerate any op of a child's sequence without replaying it (generator
+/// ops become `Flush`).
 pub fn seeded_op(seed: u64, i: u64) -> Op {
     use rand::{RngCore, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(i);
     let mut bytes = [0u8; 256];
     rng.fill_bytes(&mut bytes);
-    Op::arbitrary(&mut Unstructured::new(&bytes)).unwrap_or(Op::Flush)
+    match Op::arbitrary(&mut Unstructured::new(&bytes)) {
+        // The crash loops compare with a model that never sees the generator's lists.
+        Ok(Op::AttachGenerator(_) | Op::Refresh) | Err(_) => Op::Flush,
+        Ok(op) => op,
+    }
 }

@@ -67,6 +67,8 @@ fn counted<T: PartialEq + std::fmt::Debug>(
         "get_item" => "get_item",
         "tokenize" => "tokenize",
         "flush" => "flush",
+        "attach" => "attach",
+        "refresh" => "refresh",
         _ => "other",
     };
     let entry = counts.entry(name).or_default();
@@ -212,12 +214,83 @@ impl Harness {
             Op::Reopen(close) => {
                 drop(db);
                 c.entry("reopen").or_default().0 += 1;
+                m.refresh.reopen();
                 if !*close {
                     self.db = None; // dropped without close: the handle's drop flushes
                 }
                 self.reopen()
             }
+            Op::AttachGenerator(i) => {
+                let id = super::op::GENERATORS[*i % super::op::GENERATORS.len()];
+                let got = db.attach_test_generator(id);
+                m.refresh.attach(id);
+                counted("attach", got, Ok(()), c)
+            }
+            Op::Refresh => {
+                let want = m.wait_idle();
+                let got = db.wait_idle();
+                let refreshed = want.clone().ok();
+                counted("refresh", got, want.map(|_| ()), c)?;
+                match refreshed {
+                    Some(users) => self.adopt_lists(&users),
+                    None => Ok(()),
+                }
+            }
         }
+    }
+
+    /// After a refresh: every refreshed user's list is current and equals a synchronous
+    /// generation; every other list is unchanged. The model adopts the new lists.
+    fn adopt_lists(&mut self, refreshed: &BTreeSet<String>) -> Result<(), String> {
+        let db = self.db().clone();
+        let m = &mut self.model;
+        let mut adopted = BTreeMap::new();
+        for user in m.histories.keys() {
+            let got = db
+                .cached_list(user)
+                .map_err(|e| format!("cached_list({user:?}): {e}"))?;
+            if !refreshed.contains(user) {
+                if got.as_ref() != m.refresh.lists.get(user) {
+                    return Err(format!(
+                        "list of {user:?} changed without a refresh: db {got:?}, model {:?}",
+                        m.refresh.lists.get(user)
+                    ));
+                }
+                continue;
+            }
+            let Some(list) = got else {
+                return Err(format!("{user:?} was refreshed but has no list"));
+            };
+            let version = m.histories.get(user).map_or(0, |h| h.version);
+            let want_stamps = (
+                version,
+                m.refresh.attached.clone(),
+                m.sid.as_ref().map(|s| s.version),
+            );
+            let got_stamps = (
+                list.history_version,
+                Some(list.model_id.clone()),
+                Some(list.sid_version),
+            );
+            if got_stamps != want_stamps {
+                return Err(format!(
+                    "list of {user:?} stamped {got_stamps:?}, expected {want_stamps:?}"
+                ));
+            }
+            let generated = db
+                .generate(user, db.refresh_params().cache_k)
+                .map_err(|e| format!("generate({user:?}): {e}"))?;
+            let ids: Vec<u64> = list.items.iter().map(|i| i.0).collect();
+            let want: Vec<u64> = generated.items.iter().map(|i| i.item_id).collect();
+            if ids != want {
+                return Err(format!(
+                    "list of {user:?} is {ids:?}, a synchronous generation gives {want:?}"
+                ));
+            }
+            adopted.insert(user.clone(), list);
+        }
+        m.refreshed(adopted);
+        Ok(())
     }
 
     /// Compares the whole observable state with the model and runs `check()`.
@@ -263,6 +336,18 @@ impl Harness {
         let want_users: Vec<String> = m.histories.keys().cloned().collect();
         if users != want_users {
             return Err(format!("users(): db {users:?}, model {want_users:?}"));
+        }
+        let (lists, queued) = (stats.cached_lists, db.refresh_stats().queued);
+        let want = (
+            m.refresh.lists.len() as u64,
+            m.refresh.queued().len() as u64,
+        );
+        if (lists, queued) != want {
+            return Err(format!(
+                "(cached lists, queued): db {:?}, model {want:?} (queued in the model: {:?})",
+                (lists, queued),
+                m.refresh.queued()
+            ));
         }
         for key in ITEM_KEYS {
             outcome(

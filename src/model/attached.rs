@@ -58,7 +58,20 @@ pub(crate) struct Model {
     pub dir: PathBuf,
     info: Mutex<ModelInfo>,
     pub manifest: Manifest,
-    pub prompter: Prompter,
+    engine: Engine,
+}
+
+/// What generates: ONNX Runtime over the bundle's graph, or (fuzzing only) a deterministic
+/// test double that needs no library, no bundle and fits any tokenization.
+enum Engine {
+    Ort(Box<OrtEngine>),
+    #[cfg(feature = "fuzzing")]
+    Fake(super::fake::FakeEngine),
+}
+
+/// The bundle's graph on ONNX Runtime: the prompter and a pool of sessions.
+struct OrtEngine {
+    prompter: Prompter,
     onnx: PathBuf,
     options: ModelOptions,
     runtime: &'static Runtime,
@@ -95,13 +108,80 @@ impl Model {
         Ok(Model {
             dir: bundle.dir.clone(),
             info: Mutex::new(info),
-            prompter: Prompter::new(&bundle.manifest, bundle.tokenizer),
+            engine: Engine::Ort(Box::new(OrtEngine {
+                prompter: Prompter::new(&bundle.manifest, bundle.tokenizer),
+                onnx: bundle.onnx_path,
+                options,
+                runtime,
+                pool: Mutex::new(vec![first]),
+            })),
             manifest: bundle.manifest,
-            onnx: bundle.onnx_path,
-            options,
-            runtime,
-            pool: Mutex::new(vec![first]),
         })
+    }
+
+    /// The deterministic test double (see `fake.rs`).
+    #[cfg(feature = "fuzzing")]
+    pub fn fake(model_id: &str) -> Result<Model> {
+        let (manifest, info, engine) = super::fake::FakeEngine::build(model_id)?;
+        Ok(Model {
+            dir: PathBuf::from("(test generator)"),
+            info: Mutex::new(info),
+            manifest,
+            engine: Engine::Fake(engine),
+        })
+    }
+
+    /// Whether the model can generate under the database's current tokenization (its
+    /// fingerprint, `None` without one).
+    pub fn fits(&self, current: Option<&str>) -> bool {
+        match &self.engine {
+            Engine::Ort(_) => current == Some(self.fingerprint()),
+            #[cfg(feature = "fuzzing")]
+            Engine::Fake(_) => current.is_some(),
+        }
+    }
+
+    /// History items a prompt shows at most.
+    pub fn max_history(&self) -> usize {
+        match &self.engine {
+            Engine::Ort(o) => o.prompter.max_history(),
+            #[cfg(feature = "fuzzing")]
+            Engine::Fake(f) => f.max_history(),
+        }
+    }
+
+    /// The prompt for a history's codes (oldest first): its text and token ids.
+    pub fn prompt<C: AsRef<[u16]>>(&self, codes: &[C]) -> Result<(String, Vec<i64>)> {
+        match &self.engine {
+            Engine::Ort(o) => {
+                let text = o.prompter.render(codes);
+                let ids = o.prompter.encode(&text)?;
+                Ok((text, ids))
+            }
+            #[cfg(feature = "fuzzing")]
+            Engine::Fake(f) => Ok(f.prompt(codes)),
+        }
+    }
+
+    /// Runs the constrained search for `requests` over `trie` (`codes`: codes per level of
+    /// the current tokenization).
+    pub fn generate(
+        &self,
+        trie: &Trie,
+        codes: usize,
+        requests: &[Request<'_>],
+    ) -> Result<Vec<Answer>> {
+        match &self.engine {
+            Engine::Ort(o) => {
+                let _ = codes; // the bundle's manifest fixes the token layout
+                let mut session = self.take_session(o)?;
+                let result = self.run(o, &mut session, trie, requests);
+                o.pool.lock().push(session);
+                result
+            }
+            #[cfg(feature = "fuzzing")]
+            Engine::Fake(f) => f.generate(trie, codes, requests),
+        }
     }
 
     pub fn info(&self) -> ModelInfo {
@@ -113,26 +193,24 @@ impl Model {
     }
 
     /// A session for one caller: from the pool, or a new one.
-    pub fn take_session(&self) -> Result<LmSession> {
-        if let Some(s) = self.pool.lock().pop() {
+    fn take_session(&self, o: &OrtEngine) -> Result<LmSession> {
+        if let Some(s) = o.pool.lock().pop() {
             return Ok(s);
         }
-        let s = session::open(self.runtime, &self.onnx, &self.manifest, &self.options)?;
+        let s = session::open(o.runtime, &o.onnx, &self.manifest, &o.options)?;
         self.info.lock().sessions += 1;
         Ok(s)
     }
 
-    pub fn return_session(&self, s: LmSession) {
-        self.pool.lock().push(s);
-    }
-
     /// Runs the constrained search for `requests` on `session`, in batches of `max_batch`.
-    pub fn run(
+    fn run(
         &self,
+        o: &OrtEngine,
         session: &mut LmSession,
         trie: &Trie,
         requests: &[Request<'_>],
     ) -> Result<Vec<Answer>> {
+        let options = &o.options;
         let layout = TokenLayout {
             first_token_id: self.manifest.sid.first_token_id,
             codes: self.manifest.sid.codes,
@@ -140,17 +218,17 @@ impl Model {
         let mut out = Vec::with_capacity(requests.len());
         let started = std::time::Instant::now();
         let ort_before = session.ort_nanos;
-        for chunk in requests.chunks(self.options.max_batch) {
+        for chunk in requests.chunks(options.max_batch) {
             let mut scorer = OrtScorer::new(
                 session,
-                self.options.use_kv_cache,
+                options.use_kv_cache,
                 i64::from(self.manifest.special_tokens.pad),
             );
             out.extend(beam::search(
                 &mut scorer,
                 trie,
                 layout,
-                self.options.beam_width,
+                options.beam_width,
                 chunk,
             )?);
         }

@@ -8,7 +8,8 @@
 //! - `prompt.rs`: prompt rendering and tokenization;
 //! - `beam.rs`: the constrained beam search;
 //! - `attached.rs`: a loaded bundle with its session pool;
-//! - `options.rs`: [`ModelOptions`].
+//! - `options.rs`: [`ModelOptions`];
+//! - `fake.rs` (feature `fuzzing`): a deterministic test double for the fuzz harness.
 
 pub(crate) mod beam;
 mod library;
@@ -17,6 +18,8 @@ pub(crate) mod manifest;
 pub use library::{default_library_path, ORT_MIN_MINOR, ORT_VERSION};
 mod attached;
 mod bundle;
+#[cfg(feature = "fuzzing")]
+mod fake;
 mod options;
 mod prompt;
 mod scorer;
