@@ -116,8 +116,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let reload_s = open_with_index_s - open_plain_s;
     let links = 2 * m * 4;
     let per_vector = (rss_after.saturating_sub(rss_before)) as f64 / n as f64;
+    let index_per_vector = info.memory_bytes as f64 / n as f64;
     let report = json!({
-        "engine": "convergedb (hnsw_rs 0.3.5)",
+        "engine": "convergedb",
         "n": n, "dim": dim, "m": m, "ef_construction": ef_c, "k": K, "queries": QUERIES,
         "build_s": build_s,
         "reload_s": reload_s,
@@ -125,6 +126,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "open_with_index_s": open_with_index_s,
         "open_without_index_s": open_plain_s,
         "rss_per_vector_bytes": per_vector,
+        "index_bytes_per_vector": index_per_vector,
         "reference_bytes_per_vector": 4 * dim + links,
         "sweep": rows,
     });
