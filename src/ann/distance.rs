@@ -4,8 +4,10 @@
 //!
 //! The dot product sums in independent lanes, which LLVM turns into SIMD on stable Rust. The
 //! portable build only assumes SSE2; on x86-64 CPUs with AVX2 and FMA (checked at run time, the
-//! check is a cached load) the same loop is compiled a second time for them. Calling that copy
-//! is this module's one `unsafe` block: the only obligation is that the CPU has the features.
+//! check is a cached load) the same loop is compiled a second time for them. `prefetch` asks
+//! the CPU to start loading a vector a searcher will score next (hnswlib does the same; the
+//! search is bound by memory latency). These are the ANN layer's only two `unsafe` blocks, each
+//! with its proof; this module is the crate's one leaf with `unsafe` outside `src/ffi/`.
 
 /// `a·b`.
 #[inline]
@@ -18,6 +20,25 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
         return unsafe { dot_avx2(a, b) };
     }
     dot_lanes(a, b)
+}
+
+/// Hints the CPU to load the memory of `v` into its caches (every 64-byte line). No effect on
+/// results.
+#[inline]
+pub(crate) fn prefetch<T>(v: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let start = v.as_ptr().cast::<i8>();
+        for offset in (0..std::mem::size_of_val(v)).step_by(64) {
+            // SAFETY: a prefetch is a hint: it never faults, reads nothing into the program and
+            // writes nothing; the addresses lie inside a live slice anyway. SSE, which the
+            // intrinsic needs, is part of x86-64.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(offset)) }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
 }
 
 /// [`dot_lanes`] compiled for AVX2 + FMA: sixteen partial sums (two 256-bit registers), fused

@@ -101,6 +101,8 @@ impl AnnIndex {
         progress: &mut dyn FnMut(u64, u64),
     ) -> Self {
         vectors.truncate(items.len() * dim);
+        let mut items = items;
+        items.shrink_to_fit();
         for v in vectors.chunks_mut(dim.max(1)) {
             normalize(v);
         }

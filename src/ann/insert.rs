@@ -32,6 +32,7 @@ impl Graph {
         let mut layers = Layers::new(dim, m);
         layers.vectors = vectors;
         layers.vectors.truncate(n * dim);
+        layers.vectors.shrink_to_fit();
         layers.levels.reserve_exact(n);
         layers.links0.reserve_exact(n * (1 + layers.m0));
         layers.upper_at.reserve_exact(n);

@@ -12,6 +12,7 @@ use std::cell::RefCell;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
+use super::distance::prefetch;
 use super::graph::{Graph, Layers};
 
 /// A point and its distance to the query, ordered by distance (then id, for a total order).
@@ -43,6 +44,8 @@ pub(super) struct Scratch {
     visited: Vec<u16>,
     stamp: u16,
     candidates: BinaryHeap<Reverse<Scored>>,
+    /// Unvisited neighbours of the point being expanded, and their distances.
+    fresh: Vec<Scored>,
     /// The best points found, worst on top.
     pub top: BinaryHeap<Scored>,
 }
@@ -127,15 +130,27 @@ pub(super) fn search_layer(
         if c.dist > bound && (scratch.top.len() >= ef || accept.is_none()) {
             break;
         }
+        // The next candidate is likely expanded next: start loading its list.
+        if let Some(Reverse(next)) = scratch.candidates.peek() {
+            prefetch(layers.slots(next.node, layer));
+        }
+        // The unvisited neighbours' vectors are prefetched together, then scored (independent
+        // dot products whose loads overlap), then the heaps are updated.
+        let mut fresh = std::mem::take(&mut scratch.fresh);
+        fresh.clear();
         for n in layers.neighbours(c.node, layer) {
-            if !scratch.visit(n) {
-                continue;
+            if scratch.visit(n) {
+                prefetch(layers.vector(n));
+                fresh.push(Scored { dist: 0.0, node: n });
             }
-            let dist = layers.dist(query, n);
-            if scratch.top.len() < ef || dist < bound {
-                let s = Scored { dist, node: n };
+        }
+        for s in fresh.iter_mut() {
+            s.dist = layers.dist(query, s.node);
+        }
+        for &s in &fresh {
+            if scratch.top.len() < ef || s.dist < bound {
                 scratch.candidates.push(Reverse(s));
-                if ok(n) {
+                if ok(s.node) {
                     scratch.top.push(s);
                     if scratch.top.len() > ef {
                         scratch.top.pop();
@@ -144,6 +159,7 @@ pub(super) fn search_layer(
                 }
             }
         }
+        scratch.fresh = fresh;
     }
 }
 
