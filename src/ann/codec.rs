@@ -250,8 +250,8 @@ mod tests {
         let back = decode(&data, &graph, 100, 4).unwrap();
         let q = [0.5, 0.5, 0.5, 0.5];
         assert_eq!(
-            g.search(&q, 5, 10, &|_| true),
-            back.search(&q, 5, 10, &|_| true)
+            g.search(&q, 5, 10, None),
+            back.search(&q, 5, 10, None)
         );
         assert_eq!(encode(&back), (data, graph));
     }

@@ -207,21 +207,27 @@ impl AnnIndex {
     }
 
     /// The `k` live items nearest to `query` (already normalised) by cosine similarity, best
-    /// first, skipping tombstones and items for which `exclude` is true (`_excluded`: how many
-    /// items it may reject; the filtered search needs no hint).
+    /// first, skipping tombstones and items for which `exclude` is true (`excluded`: how many
+    /// items it may reject; with 0 and no tombstones the graph is searched unfiltered, as
+    /// hnswlib does without deletions, and hits are still checked after).
     pub(crate) fn search(
         &self,
         query: &[f32],
         k: usize,
         ef_search: usize,
         exclude: &dyn Fn(u64) -> bool,
-        _excluded: usize,
+        excluded: usize,
     ) -> Vec<Hit> {
         let map = self.map.read();
         let keep = |internal: usize| map.live(internal).filter(|&item| !exclude(item));
         let accept = |node: u32| keep(node as usize).is_some();
+        let filter: Option<&dyn Fn(u32) -> bool> = if map.dead == 0 && excluded == 0 {
+            None
+        } else {
+            Some(&accept)
+        };
         self.graph
-            .search(query, k, ef_search.max(k), &accept)
+            .search(query, k, ef_search.max(k), filter)
             .into_iter()
             .filter_map(|(node, dist)| {
                 keep(node as usize).map(|item| Hit {

@@ -207,7 +207,7 @@ mod tests {
         let queries = points(100, dim, 2);
         let mut hits = 0;
         for q in queries.chunks(dim) {
-            let found: Vec<u32> = g.search(q, 10, 64, &|_| true).iter().map(|h| h.0).collect();
+            let found: Vec<u32> = g.search(q, 10, 64, None).iter().map(|h| h.0).collect();
             let truth = exact(&data, q, 10);
             hits += found.iter().filter(|f| truth.contains(f)).count();
         }
@@ -230,7 +230,7 @@ mod tests {
         let data = points(500, dim, 3);
         let g = Graph::build(dim, 8, 50, data.clone(), 1, &mut |_, _| {});
         let q = &data[..dim];
-        let found = g.search(q, 10, 10, &|n| n % 2 == 1);
+        let found = g.search(q, 10, 10, Some(&|n| n % 2 == 1));
         assert_eq!(found.len(), 10);
         assert!(found.iter().all(|(n, _)| n % 2 == 1));
         let truth: Vec<u32> = exact(&data, q, 40)
@@ -240,8 +240,8 @@ mod tests {
             .collect();
         let hits = found.iter().filter(|(n, _)| truth.contains(n)).count();
         assert!(hits >= 8, "{hits}");
-        assert!(g.search(q, 10, 10, &|_| false).is_empty());
+        assert!(g.search(q, 10, 10, Some(&|_| false)).is_empty());
         let empty = Graph::build(dim, 8, 50, Vec::new(), 1, &mut |_, _| {});
-        assert!(empty.search(q, 10, 10, &|_| true).is_empty());
+        assert!(empty.search(q, 10, 10, None).is_empty());
     }
 }

@@ -140,7 +140,7 @@ pub(super) fn search_layer(
         fresh.clear();
         for n in layers.neighbours(c.node, layer) {
             if scratch.visit(n) {
-                prefetch(layers.vector(n));
+                prefetch(&layers.vector(n)[..16.min(layers.dim)]); // first line, as hnswlib
                 fresh.push(Scored { dist: 0.0, node: n });
             }
         }
@@ -164,13 +164,14 @@ pub(super) fn search_layer(
 }
 
 impl Graph {
-    /// The (at most) `k` accepted points nearest to `query` (normalised), nearest first.
+    /// The (at most) `k` accepted points nearest to `query` (normalised), nearest first
+    /// (`accept`: `None` accepts every point).
     pub(crate) fn search(
         &self,
         query: &[f32],
         k: usize,
         ef: usize,
-        accept: &dyn Fn(u32) -> bool,
+        accept: Option<&dyn Fn(u32) -> bool>,
     ) -> Vec<(u32, f32)> {
         let layers = self.layers.read();
         let Some((entry, top_level)) = self.entry() else {
@@ -187,7 +188,7 @@ impl Graph {
             at = greedy(&layers, query, at, layer);
         }
         let run = |scratch: &mut Scratch| {
-            search_layer(&layers, query, at, ef.max(k), 0, Some(accept), scratch);
+            search_layer(&layers, query, at, ef.max(k), 0, accept, scratch);
             let mut out = scratch.sorted_top();
             out.truncate(k);
             out.into_iter().map(|s| (s.node, s.dist)).collect()
