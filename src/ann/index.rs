@@ -107,7 +107,7 @@ impl AnnIndex {
             normalize(v);
         }
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let graph = Graph::build(
+        let mut graph = Graph::build(
             dim,
             params.max_nb_connection,
             params.ef_construction,
@@ -115,6 +115,8 @@ impl AnnIndex {
             threads,
             progress,
         );
+        let old_of_new = graph.reorder();
+        let items: Vec<u64> = old_of_new.iter().map(|&old| items[old as usize]).collect();
         AnnIndex::from_parts(
             vector,
             dim,

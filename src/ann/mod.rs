@@ -6,6 +6,7 @@
 //! - `graph.rs`: the graph in flat arrays (vectors, `u32` link slots, levels) and its
 //!   concurrency rules;
 //! - `insert.rs`: building and inserting (hnswlib's algorithm, parallel build);
+//! - `reorder.rs`: renumbering a built graph breadth-first, for memory locality;
 //! - `search.rs`: the query loop (reusable per-thread visited list and heaps, filters);
 //! - `index.rs`: the graph plus the internal-id → item map with tombstones (deletes and
 //!   updates, which HNSW lacks);
@@ -23,6 +24,7 @@ mod graph;
 mod index;
 mod insert;
 mod params;
+mod reorder;
 mod search;
 
 pub(crate) use distance::normalize;

@@ -38,6 +38,9 @@ impl Ord for Scored {
     }
 }
 
+/// Vectors prefetched ahead of the one being scored.
+const AHEAD: usize = 4;
+
 /// Per-thread working memory of a search.
 #[derive(Default)]
 pub(super) struct Scratch {
@@ -134,18 +137,24 @@ pub(super) fn search_layer(
         if let Some(Reverse(next)) = scratch.candidates.peek() {
             prefetch(layers.slots(next.node, layer));
         }
-        // The unvisited neighbours' vectors are prefetched together, then scored (independent
-        // dot products whose loads overlap), then the heaps are updated.
+        // The unvisited neighbours are scored with their vectors prefetched `AHEAD` at a time
+        // (prefetching all at once fills the CPU's miss buffers and stalls), then the heaps are
+        // updated.
         let mut fresh = std::mem::take(&mut scratch.fresh);
         fresh.clear();
         for n in layers.neighbours(c.node, layer) {
             if scratch.visit(n) {
-                prefetch(&layers.vector(n)[..16.min(layers.dim)]); // first line, as hnswlib
+                if fresh.len() < AHEAD {
+                    prefetch(layers.vector(n));
+                }
                 fresh.push(Scored { dist: 0.0, node: n });
             }
         }
-        for s in fresh.iter_mut() {
-            s.dist = layers.dist(query, s.node);
+        for j in 0..fresh.len() {
+            if let Some(later) = fresh.get(j + AHEAD) {
+                prefetch(layers.vector(later.node));
+            }
+            fresh[j].dist = layers.dist(query, fresh[j].node);
         }
         for &s in &fresh {
             if scratch.top.len() < ef || s.dist < bound {
