@@ -206,14 +206,14 @@ fn check_links(layers: &Layers) -> Result<(), String> {
     for node in 0..n as u32 {
         for layer in 0..=usize::from(layers.levels[node as usize]) {
             let slots = layers.slots(node, layer);
-            let count = slots.first().map_or(0, |c| c.load(Ordering::Relaxed) as usize);
+            let count = slots
+                .first()
+                .map_or(0, |c| c.load(Ordering::Relaxed) as usize);
             if count >= slots.len().max(1) {
                 return Err(format!("node {node} has {count} links on layer {layer}"));
             }
             for id in layers.neighbours(node, layer) {
-                if id as usize >= n
-                    || id == node
-                    || usize::from(layers.levels[id as usize]) < layer
+                if id as usize >= n || id == node || usize::from(layers.levels[id as usize]) < layer
                 {
                     return Err(format!("node {node} links to {id} on layer {layer}"));
                 }
@@ -249,10 +249,7 @@ mod tests {
         let (data, graph) = encode(&g);
         let back = decode(&data, &graph, 100, 4).unwrap();
         let q = [0.5, 0.5, 0.5, 0.5];
-        assert_eq!(
-            g.search(&q, 5, 10, None),
-            back.search(&q, 5, 10, None)
-        );
+        assert_eq!(g.search(&q, 5, 10, None), back.search(&q, 5, 10, None));
         assert_eq!(encode(&back), (data, graph));
     }
 

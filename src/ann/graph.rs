@@ -36,7 +36,7 @@ pub(crate) const NO_UPPER: u32 = u32::MAX;
 /// `Graph::entry` of an empty graph.
 const NO_ENTRY: u64 = u64::MAX;
 /// Seed of the level draw (each node's level is a hash of its id: no RNG state to share).
-const LEVEL_SEED: u64 = 0x5EED_0F_C0_4E_46E5;
+const LEVEL_SEED: u64 = 0x005E_ED0F_C04E_46E5;
 
 /// The arrays of a graph (see the module comment for the layout).
 #[derive(Default)]
@@ -182,7 +182,7 @@ impl Graph {
     /// The entry point and its level.
     pub(super) fn entry(&self) -> Option<(u32, usize)> {
         let e = self.entry.load(Ordering::Acquire);
-        (e != NO_ENTRY).then(|| (e as u32, (e >> 32) as usize))
+        (e != NO_ENTRY).then_some((e as u32, (e >> 32) as usize))
     }
 
     /// Makes `node` the entry point if the graph is empty or `level` is above the entry's.
@@ -209,7 +209,9 @@ fn pack(node: u32, level: usize) -> u64 {
 /// The level of node `node` in a graph with `m` links per layer: hnswlib's exponential law
 /// `⌊-ln(u) / ln(m)⌋`, with `u` a hash of the node id.
 pub(super) fn draw_level(node: u64, m: usize) -> usize {
-    let mut z = node.wrapping_add(LEVEL_SEED).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut z = node
+        .wrapping_add(LEVEL_SEED)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;

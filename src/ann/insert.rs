@@ -109,7 +109,15 @@ impl Graph {
         let mut chosen = Vec::with_capacity(layers.m0 + 1);
         let mut pool = Vec::with_capacity(self.ef_construction + 1);
         for layer in (0..=level.min(top_level)).rev() {
-            search_layer(layers, query, at, self.ef_construction, layer, None, scratch);
+            search_layer(
+                layers,
+                query,
+                at,
+                self.ef_construction,
+                layer,
+                None,
+                scratch,
+            );
             pool.clear();
             pool.extend(scratch.sorted_top().into_iter().filter(|s| s.node != node));
             if let Some(nearest) = pool.first() {
@@ -124,35 +132,34 @@ impl Graph {
         }
         self.promote(node, level);
     }
-
 }
 
 /// Adds `new` to the list of `node` on `layer`, pruning by the heuristic when it overflows.
 fn connect(layers: &Layers, node: u32, layer: usize, new: &[u32]) {
-        let cap = if layer == 0 { layers.m0 } else { layers.m };
-        let _guard = layers.locks[node as usize].lock();
-        let mut ids: Vec<u32> = layers.neighbours(node, layer).collect();
-        for &id in new {
-            if id != node && !ids.contains(&id) {
-                ids.push(id);
-            }
+    let cap = if layer == 0 { layers.m0 } else { layers.m };
+    let _guard = layers.locks[node as usize].lock();
+    let mut ids: Vec<u32> = layers.neighbours(node, layer).collect();
+    for &id in new {
+        if id != node && !ids.contains(&id) {
+            ids.push(id);
         }
-        if ids.len() > cap {
-            let base = layers.vector(node);
-            let mut pool: Vec<Scored> = ids
-                .iter()
-                .map(|&id| Scored {
-                    dist: layers.dist(base, id),
-                    node: id,
-                })
-                .collect();
-            pool.sort_unstable();
-            let mut chosen = Vec::with_capacity(cap);
-            select(layers, &pool, cap, &mut chosen);
-            ids.clear();
-            ids.extend(chosen.iter().map(|s| s.node));
-        }
-        layers.set_neighbours(node, layer, &ids);
+    }
+    if ids.len() > cap {
+        let base = layers.vector(node);
+        let mut pool: Vec<Scored> = ids
+            .iter()
+            .map(|&id| Scored {
+                dist: layers.dist(base, id),
+                node: id,
+            })
+            .collect();
+        pool.sort_unstable();
+        let mut chosen = Vec::with_capacity(cap);
+        select(layers, &pool, cap, &mut chosen);
+        ids.clear();
+        ids.extend(chosen.iter().map(|s| s.node));
+    }
+    layers.set_neighbours(node, layer, &ids);
 }
 
 /// hnswlib's `getNeighborsByHeuristic2`: from `pool` (nearest first), keep a point only if it is
@@ -199,7 +206,14 @@ mod tests {
     fn parallel_build_and_inserts_find_true_neighbours() {
         let (n, dim) = (3_000, 24);
         let data = points(n, dim, 1);
-        let g = Graph::build(dim, 12, 100, data[..2_000 * dim].to_vec(), 2, &mut |_, _| {});
+        let g = Graph::build(
+            dim,
+            12,
+            100,
+            data[..2_000 * dim].to_vec(),
+            2,
+            &mut |_, _| {},
+        );
         for v in data[2_000 * dim..].chunks(dim) {
             g.insert(v);
         }

@@ -107,7 +107,10 @@ mod tests {
         }
         let layers = g.layers.read();
         for (new, &old) in old_of_new.iter().enumerate() {
-            assert_eq!(layers.vector(new as u32), &data[old as usize * dim..][..dim]);
+            assert_eq!(
+                layers.vector(new as u32),
+                &data[old as usize * dim..][..dim]
+            );
         }
     }
 }
