@@ -261,6 +261,14 @@ mod tests {
         assert!(decode(&data, &graph, 100, 5).is_err());
         assert!(decode(&data[..data.len() - 1], &graph, 100, 4).is_err());
         assert!(decode(&data, &graph[..graph.len() - 4], 100, 4).is_err());
+        // Another format under the same names (as hnsw_rs dumps were): refused by its magic.
+        let mut old_format = data.clone();
+        old_format[..8].copy_from_slice(b"HNSWDATA");
+        let err = decode(&old_format, &graph, 100, 4).err().unwrap();
+        assert!(err.contains("version 1"), "{err}");
+        let mut old_format = graph.clone();
+        old_format[7] = b'0';
+        assert!(decode(&data, &old_format, 100, 4).is_err());
         // A link to a node that does not exist.
         let mut bad = graph.clone();
         let first_link = 8 + 8 + 4 * 3 + 4 + 1 + 100 + 4;

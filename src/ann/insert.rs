@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::graph::{draw_level, Graph, Layers};
-use super::search::{greedy, search_layer, Scored, Scratch};
+use super::search::{greedy, search_layer, with_scratch, Scored, Scratch};
 
 /// Nodes per build batch: progress is reported between batches.
 const BUILD_BATCH: usize = 4096;
@@ -86,8 +86,7 @@ impl Graph {
             node as u32
         };
         let layers = self.layers.read();
-        let mut scratch = Scratch::default();
-        self.link(&layers, node, &mut scratch);
+        with_scratch(|scratch| self.link(&layers, node, scratch));
         node
     }
 

@@ -88,6 +88,15 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
+/// Runs `f` with this thread's scratch (a fresh one if it is in use: `f` never searches, but a
+/// nested use would stay correct).
+pub(super) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => f(&mut scratch),
+        Err(_) => f(&mut Scratch::default()),
+    })
+}
+
 /// Follows nearer neighbours on `layer` from `(node, dist)` until none is nearer.
 pub(super) fn greedy(layers: &Layers, query: &[f32], mut at: Scored, layer: usize) -> Scored {
     loop {
@@ -202,10 +211,6 @@ impl Graph {
             out.truncate(k);
             out.into_iter().map(|s| (s.node, s.dist)).collect()
         };
-        SCRATCH.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut scratch) => run(&mut scratch),
-            // Not reentrant in practice (`accept` does not search); stay correct if it were.
-            Err(_) => run(&mut Scratch::default()),
-        })
+        with_scratch(run)
     }
 }
