@@ -156,7 +156,7 @@ impl Config {
     }
 
     /// M: HNSW links per point and layer (layer 0 keeps 2·M), 2..=256 (default 16). Larger
-    /// values raise recall and memory; hnsw_rs cannot go past 256.
+    /// values raise recall and memory.
     pub fn ann_max_nb_connection(mut self, m: usize) -> Self {
         self.ann.max_nb_connection = m;
         self

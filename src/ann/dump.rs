@@ -1,27 +1,26 @@
 //! Dump files of an index and their verified reload.
 //!
-//! A generation is three files in `<db>/ann/`: `<base>.hnsw.graph` and `<base>.hnsw.data`
-//! (hnsw_rs's `file_dump`) and `<base>.ids`, the internal-id → item map:
+//! A generation is three files in `<db>/ann/`: `<base>.hnsw.graph` (the links) and
+//! `<base>.hnsw.data` (the vectors), laid out in `codec.rs`, and `<base>.ids`, the internal-id →
+//! item map:
 //!
 //! ```text
 //! ids file = [magic b"CNVANNI1"][count: u64 LE][item id: u64 LE × count]   (0 = tombstone)
 //! ```
 //!
-//! hnsw_rs's reader trusts its input (it asserts, indexes, allocates lengths read from the file
-//! and calls `process::exit` on some errors), so bytes are handed to it only after every file's
-//! length and SHA-256 match the manifest committed in sled: it only ever reads what this
-//! database wrote. Any failure is returned as a reason and the caller rebuilds from the store.
+//! Bytes are decoded only after every file's length and SHA-256 match the manifest committed in
+//! sled, so only what this database wrote is ever read; the decoder checks every length, id and
+//! level all the same. Any failure is returned as a reason and the caller rebuilds from the
+//! store.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-use hnsw_rs::prelude::{AnnT, HnswIo};
 use sha2::{Digest, Sha256};
 
-use super::distance::CosineDot;
-use super::index::{AnnIndex, Graph, IdMap};
+use super::codec;
+use super::index::{AnnIndex, IdMap};
 use super::params::MAX_NB_CONNECTION;
 use crate::store::{AnnManifest, DumpFile};
 
@@ -55,20 +54,19 @@ pub(crate) fn write(dir: &Path, base: &str, index: &AnnIndex) -> Result<Vec<Dump
     }
     index.with_map(|map| {
         let graph = index.graph();
-        if graph.get_nb_point() != map.items.len() {
+        if graph.len() != map.items.len() {
             return Err(format!(
                 "graph holds {} points but the id map {}",
-                graph.get_nb_point(),
+                graph.len(),
                 map.items.len()
             ));
         }
-        // hnsw_rs panics when it cannot create a file.
-        let dumped = catch_unwind(AssertUnwindSafe(|| graph.file_dump(dir, base)))
-            .map_err(|_| "hnsw_rs panicked while dumping".to_string())?
-            .map_err(|e| format!("hnsw_rs dump failed: {e}"))?;
-        if dumped != base {
-            return Err(format!("hnsw_rs dumped under {dumped:?}, not {base:?}"));
-        }
+        write_with(&dir.join(format!("{base}.hnsw.graph")), |out| {
+            codec::write_graph(graph, out)
+        })?;
+        write_with(&dir.join(format!("{base}.hnsw.data")), |out| {
+            codec::write_data(graph, out)
+        })?;
         write_ids(&dir.join(format!("{base}.ids")), &map.items)
     })?;
     let mut files = Vec::with_capacity(SUFFIXES.len());
@@ -88,6 +86,16 @@ pub(crate) fn write(dir: &Path, base: &str, index: &AnnIndex) -> Result<Vec<Dump
         let _ = d.sync_all();
     }
     Ok(files)
+}
+
+fn write_with(
+    path: &Path,
+    f: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+) -> Result<(), String> {
+    let io = |e: std::io::Error| format!("{}: {e}", path.display());
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(path).map_err(io)?);
+    f(&mut out).map_err(io)?;
+    out.flush().map_err(io)
 }
 
 fn write_ids(path: &Path, items: &[u64]) -> Result<(), String> {
@@ -192,15 +200,16 @@ pub(crate) fn load(dir: &Path, manifest: &AnnManifest, dim: usize) -> Result<Ann
         &dir.join(format!("{}.ids", manifest.basename)),
         manifest.points,
     )?;
-    let graph = catch_unwind(|| load_graph(dir, &manifest.basename))
-        .map_err(|_| "hnsw_rs panicked while reloading".to_string())??;
-    if graph.get_nb_point() as u64 != manifest.points {
-        return Err(format!(
-            "the graph holds {} points, the manifest says {}",
-            graph.get_nb_point(),
-            manifest.points
-        ));
-    }
+    let read = |suffix: &str| {
+        let path = dir.join(format!("{}{suffix}", manifest.basename));
+        fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let graph = codec::decode(
+        &read(".hnsw.data")?,
+        &read(".hnsw.graph")?,
+        manifest.points,
+        dim,
+    )?;
     let map = IdMap::from_items(items, manifest.catalog_version);
     let built_with = (
         manifest.max_nb_connection as usize,
@@ -213,22 +222,6 @@ pub(crate) fn load(dir: &Path, manifest: &AnnManifest, dim: usize) -> Result<Ann
         graph,
         map,
     ))
-}
-
-/// Reloads a verified graph.
-///
-/// `HnswIo::load_hnsw` ties the graph's lifetime to a borrow of the loader, because with mmap the
-/// points may borrow its mapping. We never mmap: every point owns its vector, so the borrow is
-/// nominal. The loader (a path, a name, options: about 100 bytes) is leaked to make that borrow
-/// `'static` without `unsafe`; one leak per reload, bounded by the number of opens and rebuilds.
-fn load_graph(dir: &Path, base: &str) -> Result<Graph, String> {
-    let loader: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(dir, base)));
-    let mut graph = loader
-        .load_hnsw::<f32, CosineDot>()
-        .map_err(|e| format!("hnsw_rs reload failed: {e}"))?;
-    // The reloader turns extend_candidates on; keep inserts identical to a fresh build's.
-    graph.set_extend_candidates(false);
-    Ok(graph)
 }
 
 /// Removes every dump file of `name` except generation `keep` (best effort; a leftover file is

@@ -1,36 +1,23 @@
-//! One in-memory ANN index: the hnsw_rs graph plus the map from its internal point ids to items.
+//! One in-memory ANN index: the HNSW graph plus the map from its node ids to items.
 //!
-//! hnsw_rs can neither delete nor update a point. Here a point id (hnsw_rs's `DataId`) is an
-//! *internal* id handed out in insertion order; `items[internal]` is the item it stands for, or
-//! 0 for a tombstone (item ids start at 1). Deleting an item tombstones its point; changing its
-//! vector tombstones the old point and inserts a new one under a new internal id. Searches skip
-//! tombstones through hnsw_rs's `search_filter`, and every answer is checked against the map once
-//! more, so a tombstoned or half-inserted point is never returned (invariant 6).
+//! The graph can neither delete nor update a point. Here a node id is an *internal* id handed out
+//! in insertion order; `items[internal]` is the item it stands for, or 0 for a tombstone (item
+//! ids start at 1). Deleting an item tombstones its point; changing its vector tombstones the old
+//! point and inserts a new one under a new internal id. Searches skip tombstones and excluded
+//! items through the graph's filter (they are still walked through, not returned), so a
+//! tombstoned or half-inserted point is never returned (invariant 6).
 //!
-//! Concurrency: hnsw_rs inserts and searches through `&self` (its own locks). The map is behind
-//! a `RwLock`; a new point's slot is reserved as a tombstone *before* the point enters the graph
-//! and named only after, so a concurrent search that meets it skips it.
+//! Concurrency: the graph inserts and searches through `&self` (see `graph.rs`). The map is
+//! behind a `RwLock`; a new point's slot is reserved as a tombstone *before* the point enters
+//! the graph and named only after, so a concurrent search that meets it skips it.
 
 use std::collections::HashMap;
 
-use hnsw_rs::prelude::{FilterT, Hnsw};
 use parking_lot::RwLock;
 
-use super::distance::{normalize, CosineDot};
+use super::distance::normalize;
+use super::graph::Graph;
 use super::params::AnnParams;
-
-/// The graph type of every index. `'static`: points own their data (no mmap), and a reloaded
-/// graph's borrow of its loader is discharged in `dump.rs`.
-pub(crate) type Graph = Hnsw<'static, f32, CosineDot>;
-
-/// hnsw_rs's cap on the number of layers.
-const MAX_LAYERS: usize = 16;
-/// Points inserted per parallel batch while building (progress is reported between batches).
-const BUILD_BATCH: usize = 4096;
-
-/// At most this many extra neighbours are asked of the unfiltered search tried first, to make
-/// room for tombstones and excluded items.
-const UNFILTERED_EXTRA_MAX: usize = 64;
 
 /// Internal ids → items, and the bookkeeping around tombstones.
 #[derive(Debug, Default)]
@@ -76,7 +63,7 @@ impl IdMap {
 pub(crate) struct AnnIndex {
     pub vector: String,
     pub dim: usize,
-    /// M and ef_construction the graph was built with (hnsw_rs reports M as a u8).
+    /// M and ef_construction the graph was built with.
     pub max_nb_connection: usize,
     pub ef_construction: usize,
     graph: Graph,
@@ -101,46 +88,35 @@ pub(crate) struct Hit {
     pub similarity: f32,
 }
 
-pub(crate) fn new_graph(params: &AnnParams, capacity: usize) -> Graph {
-    // `params` was validated: max_nb_connection <= 256, so hnsw_rs does not exit.
-    Hnsw::new(
-        params.max_nb_connection,
-        capacity.max(1),
-        MAX_LAYERS,
-        params.ef_construction,
-        CosineDot,
-    )
-}
-
 impl AnnIndex {
-    /// Builds an index over `points` (item id, vector), normalising each vector. `progress` is
-    /// called with (inserted, total) between batches.
-    pub(crate) fn build(
+    /// Builds an index over `items[i]` with vector `vectors[i·dim..(i+1)·dim]` (normalised here,
+    /// in place). `progress` is called with (inserted, total) between batches.
+    pub(crate) fn build_flat(
         vector: &str,
         dim: usize,
         params: &AnnParams,
-        mut points: Vec<(u64, Vec<f32>)>,
+        items: Vec<u64>,
+        mut vectors: Vec<f32>,
         catalog_version: u64,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Self {
-        let graph = new_graph(params, points.len());
-        for (_, v) in points.iter_mut() {
+        vectors.truncate(items.len() * dim);
+        let mut items = items;
+        items.shrink_to_fit();
+        for v in vectors.chunks_mut(dim.max(1)) {
             normalize(v);
         }
-        let total = points.len() as u64;
-        progress(0, total);
-        let mut done = 0usize;
-        for chunk in points.chunks(BUILD_BATCH) {
-            let batch: Vec<(&[f32], usize)> = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, (_, v))| (v.as_slice(), done + i))
-                .collect();
-            graph.parallel_insert_slice(&batch);
-            done += chunk.len();
-            progress(done as u64, total);
-        }
-        let items = points.iter().map(|(id, _)| *id).collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut graph = Graph::build(
+            dim,
+            params.max_nb_connection,
+            params.ef_construction,
+            vectors,
+            threads,
+            progress,
+        );
+        let old_of_new = graph.reorder();
+        let items: Vec<u64> = old_of_new.iter().map(|&old| items[old as usize]).collect();
         AnnIndex::from_parts(
             vector,
             dim,
@@ -182,10 +158,18 @@ impl AnnIndex {
         (m.items.len(), m.dead, m.catalog_version)
     }
 
+    /// Heap bytes held: the graph's arrays plus the id map (its hash table estimated from its
+    /// capacity: a key, a value and a control byte per bucket).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let m = self.map.read();
+        self.graph.heap_bytes() + m.items.capacity() * 8 + m.by_item.capacity() * (8 + 8 + 1)
+    }
+
     /// Inserts (or replaces) the vector of `item`. Only one thread may write at a time (the
     /// `Db` writer lock); searches may run concurrently.
     pub(crate) fn upsert(&self, item: u64, vector: &[f32]) {
         let mut v = vector.to_vec();
+        v.resize(self.dim, 0.0);
         normalize(&mut v);
         let internal = {
             let mut m = self.map.write();
@@ -193,7 +177,8 @@ impl AnnIndex {
             m.dead += 1;
             m.items.len() - 1
         };
-        self.graph.insert_slice((&v, internal));
+        let node = self.graph.insert(&v) as usize;
+        debug_assert_eq!(node, internal, "graph and id map out of step");
         let mut m = self.map.write();
         m.items[internal] = item;
         m.dead -= 1;
@@ -225,11 +210,8 @@ impl AnnIndex {
 
     /// The `k` live items nearest to `query` (already normalised) by cosine similarity, best
     /// first, skipping tombstones and items for which `exclude` is true (`excluded`: how many
-    /// items it may reject, a hint).
-    ///
-    /// hnsw_rs's filtered search gives up its early exit and explores much more of the graph, so
-    /// an unfiltered search for `k` plus (up to 64) room for rejects is tried first and filtered
-    /// afterwards; only if that leaves fewer than `k` does the filtered search run.
+    /// items it may reject; with 0 and no tombstones the graph is searched unfiltered, as
+    /// hnswlib does without deletions, and hits are still checked after).
     pub(crate) fn search(
         &self,
         query: &[f32],
@@ -239,30 +221,22 @@ impl AnnIndex {
         excluded: usize,
     ) -> Vec<Hit> {
         let map = self.map.read();
-        let ef = ef_search.max(k);
         let keep = |internal: usize| map.live(internal).filter(|&item| !exclude(item));
-        let collect = |found: Vec<hnsw_rs::prelude::Neighbour>| -> Vec<Hit> {
-            found
-                .into_iter()
-                .filter_map(|n| {
-                    keep(n.d_id).map(|item| Hit {
-                        item,
-                        similarity: 1.0 - n.distance,
-                    })
-                })
-                .take(k)
-                .collect()
+        let accept = |node: u32| keep(node as usize).is_some();
+        let filter: Option<&dyn Fn(u32) -> bool> = if map.dead == 0 && excluded == 0 {
+            None
+        } else {
+            Some(&accept)
         };
-        let wanted = k.min(map.by_item.len().saturating_sub(excluded));
-        // If at least k of the k_wide nearest points survive the filter, they are the k nearest
-        // survivors: any nearer survivor would be among the k_wide nearest.
-        let k_wide = k + (excluded + map.dead).min(UNFILTERED_EXTRA_MAX);
-        let hits = collect(self.graph.search(query, k_wide, ef.max(k_wide)));
-        if hits.len() >= wanted {
-            return hits;
-        }
-        let filter = |id: &usize| keep(*id).is_some();
-        let filter: &dyn FilterT = &filter;
-        collect(self.graph.search_filter(query, k, ef, Some(filter)))
+        self.graph
+            .search(query, k, ef_search.max(k), filter)
+            .into_iter()
+            .filter_map(|(node, dist)| {
+                keep(node as usize).map(|item| Hit {
+                    item,
+                    similarity: (1.0 - dist).min(1.0),
+                })
+            })
+            .collect()
     }
 }

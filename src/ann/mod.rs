@@ -1,20 +1,31 @@
-//! The ANN fallback: one HNSW index (hnsw_rs) per indexed item vector, for users without a
-//! cached list and for queries by vector.
+//! The ANN fallback: one HNSW index per indexed item vector, for users without a cached list and
+//! for queries by vector.
 //!
 //! - `params.rs`: M, ef_construction, ef_search, the tombstone rebuild threshold, routing knobs;
 //! - `distance.rs`: cosine distance on normalised vectors;
+//! - `graph.rs`: the graph in flat arrays (vectors, `u32` link slots, levels) and its
+//!   concurrency rules;
+//! - `insert.rs`: building and inserting (hnswlib's algorithm, parallel build);
+//! - `reorder.rs`: renumbering a built graph breadth-first, for memory locality;
+//! - `search.rs`: the query loop (reusable per-thread visited list and heaps, filters);
 //! - `index.rs`: the graph plus the internal-id → item map with tombstones (deletes and
-//!   updates, which hnsw_rs lacks);
+//!   updates, which HNSW lacks);
+//! - `codec.rs`: the graph's bytes on disk, checked on decode;
 //! - `dump.rs`: generation-named dump files with checksums, and their verified reload.
 //!
 //! The index is derived state: it can always be rebuilt from the `vectors` tree, and it records
 //! the catalog version it reflects. Invariant 6 (owned here and by `Db::check`): a search returns
 //! only live items, and the recorded version is at most the catalog version.
 
+mod codec;
 mod distance;
 pub(crate) mod dump;
+mod graph;
 mod index;
+mod insert;
 mod params;
+mod reorder;
+mod search;
 
 pub(crate) use distance::normalize;
 pub(crate) use index::{AnnIndex, Hit};
@@ -57,6 +68,8 @@ pub struct AnnInfo {
     pub ef_construction: usize,
     /// The dump generation on disk.
     pub generation: u64,
+    /// Heap bytes the index holds (vectors, links, id map), for memory accounting.
+    pub memory_bytes: u64,
     /// How the index came to be in memory.
     pub origin: AnnOrigin,
     /// Why the last load or rebuild happened, when it was not asked for.
@@ -85,6 +98,7 @@ impl AnnSlot {
             max_nb_connection: self.index.max_nb_connection,
             ef_construction: self.index.ef_construction,
             generation: self.generation,
+            memory_bytes: self.index.heap_bytes() as u64,
             origin: self.origin.clone(),
             rebuild_reason: self.reason.clone(),
         }

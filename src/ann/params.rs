@@ -2,7 +2,8 @@
 
 use crate::{Error, Result};
 
-/// hnsw_rs calls `process::exit` above this many links per layer: refused up front.
+/// Most links per node and layer. More only cost memory and time (12 to 48 is usual); dumps
+/// with a larger M are refused as damaged.
 pub(crate) const MAX_NB_CONNECTION: usize = 256;
 
 /// Parameters of every ANN index of a database (set with the `Config::ann_*` builders).
@@ -41,7 +42,7 @@ impl AnnParams {
         if !(2..=MAX_NB_CONNECTION).contains(&self.max_nb_connection) {
             return bad(format!(
                 "ann max_nb_connection (M) = {} is out of range: use 2..={MAX_NB_CONNECTION} \
-                 (hnsw_rs cannot store more links per layer; 12 to 48 is usual)",
+                 (more links per layer only cost memory; 12 to 48 is usual)",
                 self.max_nb_connection
             ));
         }
@@ -81,7 +82,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn too_many_links_is_refused_before_hnsw_rs_sees_it() {
+    fn too_many_links_is_refused() {
         let p = AnnParams {
             max_nb_connection: 257,
             ..AnnParams::default()

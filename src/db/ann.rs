@@ -268,14 +268,14 @@ fn rebuild_locked(
         });
     };
     let version = super::stats::read_counts(store)?.catalog_version;
-    let points = scan_vectors(inner, vector, dim)?;
+    let (ids, values) = scan_vectors(inner, vector, dim)?;
     let params = &inner.config.ann;
     let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        AnnIndex::build(vector, dim, params, points, version, progress)
+        AnnIndex::build_flat(vector, dim, params, ids, values, version, progress)
     }));
     let index = built.map_err(|_| Error::Ann {
         vector: vector.to_string(),
-        reason: "hnsw_rs panicked while building the graph".into(),
+        reason: "the graph build panicked".into(),
     })?;
     let key = keys::ann(vector);
     let previous = match store.get(TreeId::Meta, &key)? {
@@ -320,18 +320,19 @@ fn rebuild_locked(
     Ok(info)
 }
 
-/// Every stored vector `name`: (item id, values). Only live items hold vectors (F3).
-fn scan_vectors(inner: &Inner, name: &str, dim: usize) -> Result<Vec<(u64, Vec<f32>)>> {
-    let mut out = Vec::new();
+/// Every stored vector `name`: item ids, and their values one after the other (`dim` each).
+/// Only live items hold vectors (F3).
+fn scan_vectors(inner: &Inner, name: &str, dim: usize) -> Result<(Vec<u64>, Vec<f32>)> {
+    let (mut ids, mut values) = (Vec::new(), Vec::new());
     for entry in inner.store.tree(TreeId::Vectors).iter() {
         let (k, v) = entry?;
         if k.len() != 8 + name.len() || &k[8..] != name.as_bytes() {
             continue;
         }
-        let id = keys::parse_item_id("vectors", &k[..8])?;
-        out.push((id, records::decode_vector(&k, &v, dim)?));
+        ids.push(keys::parse_item_id("vectors", &k[..8])?);
+        values.extend_from_slice(&records::decode_vector(&k, &v, dim)?);
     }
-    Ok(out)
+    Ok((ids, values))
 }
 
 /// Brings `index` (which reflects catalog version `since`) up to the store: every item written

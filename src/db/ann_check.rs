@@ -18,7 +18,7 @@ impl Db {
         let slots = self.inner.ann.read();
         for (name, slot) in slots.iter() {
             let index = &slot.index;
-            let points = index.graph().get_nb_point();
+            let points = index.graph().len();
             index.with_map(|map| {
                 if let Some(v) = catalog_version {
                     if map.catalog_version > v {
