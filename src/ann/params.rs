@@ -28,7 +28,7 @@ impl Default for AnnParams {
         AnnParams {
             max_nb_connection: 16,
             ef_construction: 200,
-            ef_search: 96,
+            ef_search: 128,
             rebuild_tombstone_ratio: 0.25,
             min_history: 1,
             recent_items: 20,
