@@ -191,6 +191,7 @@ fn decoders_survive_random_bytes_and_regressions() {
         fuzzing::decode_records(&data);
         fuzzing::decode_tokenization_file(&data);
         fuzzing::decode_bundle_manifest(&data);
+        fuzzing::decode_ann_dump(&data);
     }
     // Damaged copies of a real bundle manifest: flipped bytes and truncations.
     let manifest = std::fs::read(

@@ -8,4 +8,5 @@ fuzz_target!(|data: &[u8]| {
     convergedb::fuzzing::decode_records(data);
     convergedb::fuzzing::decode_tokenization_file(data);
     convergedb::fuzzing::decode_bundle_manifest(data);
+    convergedb::fuzzing::decode_ann_dump(data);
 });

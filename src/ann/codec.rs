@@ -223,6 +223,32 @@ fn check_links(layers: &Layers) -> Result<(), String> {
     Ok(())
 }
 
+/// Fuzzing entry: `bytes` split into a data file and a links file (the first byte picks the
+/// split), decoded as a dump of up to 64 points; a graph that decodes is searched. `Ok` or
+/// `Err`, never a panic, never an allocation beyond the input's size.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_decode(bytes: &[u8]) {
+    let Some((&first, rest)) = bytes.split_first() else {
+        return;
+    };
+    let at = usize::from(first) * rest.len() / 256;
+    let (data, graph) = rest.split_at(at);
+    // The counts the manifest would give: read them from the data header when present.
+    let dim = data
+        .get(8..12)
+        .map_or(1, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    let points = data.get(12..20).map_or(0, |b| {
+        u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+    });
+    if dim == 0 || dim > 64 || points > 64 {
+        return;
+    }
+    if let Ok(g) = decode(data, graph, points, dim) {
+        let q = vec![0.5f32; dim];
+        let _ = g.search(&q, 3, 8, None);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,6 +277,46 @@ mod tests {
         let q = [0.5, 0.5, 0.5, 0.5];
         assert_eq!(g.search(&q, 5, 10, None), back.search(&q, 5, 10, None));
         assert_eq!(encode(&back), (data, graph));
+    }
+
+    /// 10,000 random damages (byte overwrites, bit flips, truncations, extensions) of a real
+    /// dump, decoded without the checksum gate: an error or a graph that searches without
+    /// panicking, never a panic or a hang.
+    #[test]
+    fn ten_thousand_random_damages_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let g = small();
+        let (data, graph) = encode(&g);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let (mut refused, mut accepted) = (0, 0);
+        for _ in 0..10_000 {
+            let (mut d, mut l) = (data.clone(), graph.clone());
+            let target = if rng.gen_bool(0.3) { &mut d } else { &mut l };
+            match rng.gen_range(0..4) {
+                0 => {
+                    let at = rng.gen_range(0..target.len());
+                    target[at] = rng.gen();
+                }
+                1 => {
+                    let at = rng.gen_range(0..target.len());
+                    target[at] ^= 1 << rng.gen_range(0..8);
+                }
+                2 => target.truncate(rng.gen_range(0..target.len())),
+                _ => target.extend(std::iter::repeat_n(rng.gen::<u8>(), rng.gen_range(1..64))),
+            }
+            match decode(&d, &l, 100, 4) {
+                Ok(back) => {
+                    accepted += 1;
+                    let _ = back.search(&[0.5, -0.5, 0.5, 0.1], 5, 10, None);
+                }
+                Err(_) => refused += 1,
+            }
+        }
+        // Float bytes and unused slots decode either way; structure damage must be refused.
+        assert!(
+            refused > 5_000 && accepted > 0,
+            "refused {refused}, accepted {accepted}"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! the catalog version it reflects. Invariant 6 (owned here and by `Db::check`): a search returns
 //! only live items, and the recorded version is at most the catalog version.
 
-mod codec;
+pub(crate) mod codec;
 mod distance;
 pub(crate) mod dump;
 mod graph;

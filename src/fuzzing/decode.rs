@@ -46,6 +46,12 @@ pub fn decode_records(bytes: &[u8]) {
     let _ = records::decode_model_id(bytes);
 }
 
+/// Feeds `bytes` to the ANN dump decoder (data and links files, the checksum gate bypassed),
+/// and searches a graph that decodes: `Ok` or `Err`, never a panic.
+pub fn decode_ann_dump(bytes: &[u8]) {
+    crate::ann::codec::fuzz_decode(bytes);
+}
+
 /// Feeds `bytes` to the model-bundle manifest parser and its validation (what `attach_model`
 /// does with `manifest.json` before touching any other file): `Ok` or `Err`, never a panic.
 pub fn decode_bundle_manifest(bytes: &[u8]) {

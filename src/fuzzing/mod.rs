@@ -28,4 +28,6 @@ pub mod refresh_model;
 pub use crate::ffi::fuzz as ffi;
 
 pub use arbitrary;
-pub use decode::{decode_bundle_manifest, decode_records, decode_tokenization_file};
+pub use decode::{
+    decode_ann_dump, decode_bundle_manifest, decode_records, decode_tokenization_file,
+};
