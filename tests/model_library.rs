@@ -15,8 +15,10 @@ fn db(dir: &Path) -> Db {
 fn attach_err(lib: &Path) -> (PathBuf, String) {
     let tmp = tempfile::tempdir().unwrap();
     let db = db(tmp.path());
-    // The library is checked before the bundle, so any folder will do here.
-    match db.attach_model(tmp.path(), ModelOptions::new().ort_library(lib)) {
+    // The bundle is validated first (without ONNX Runtime), then the library is loaded: the
+    // shipped bundle passes the first step.
+    let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/ml100k");
+    match db.attach_model(&bundle, ModelOptions::new().ort_library(lib)) {
         Err(Error::OrtLibrary { path, reason }) => (path, reason),
         other => panic!("expected Error::OrtLibrary, got {other:?}"),
     }
