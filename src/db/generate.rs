@@ -134,13 +134,7 @@ impl Db {
         }
         self.inner.poison.check()?;
         let model = self.attached()?;
-        let sid_version = self
-            .inner
-            .derived
-            .read()
-            .sid
-            .as_ref()
-            .map_or(0, |t| t.version);
+        let sid_version = self.inner.derived.read().sid_version().unwrap_or(0);
         let mut prepared = Vec::with_capacity(users.len());
         for &user in users {
             prepared.push(self.prepare_user(&model, user)?);
@@ -304,12 +298,15 @@ impl Db {
     }
 
     fn name_items(&self, answer: &Answer) -> Vec<ScoredItem> {
+        self.name_live(answer.items.iter().copied())
+    }
+
+    /// (id, score) pairs as named items, dropping items that are not live: the trie snapshot
+    /// (or a stored list) may name an item deleted since; it is never returned.
+    pub(super) fn name_live(&self, items: impl Iterator<Item = (u64, f64)>) -> Vec<ScoredItem> {
         let derived = self.inner.derived.read();
-        answer
-            .items
-            .iter()
-            .filter_map(|&(id, score)| {
-                // The trie snapshot may name an item deleted since: never return it.
+        items
+            .filter_map(|(id, score)| {
                 derived
                     .catalog
                     .get(id)

@@ -168,7 +168,7 @@ impl Db {
                 }
             }
             derived.model_id.as_deref() == Some(view.model_id())
-                && derived.sid.as_ref().map(|t| t.version) == Some(view.sid_version())
+                && derived.sid_version() == Some(view.sid_version())
         };
         out.items.truncate(n);
         let stale = dead || !current || queued;

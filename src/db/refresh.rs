@@ -17,7 +17,7 @@ use crate::derived::Effects;
 use crate::refresh::Outcome;
 use crate::store::records::HistoryView;
 use crate::store::{keys, Reason, StaleRecord, TopkRecord, TopkView, TreeId};
-use crate::{Error, ListStamps, Recommendation, Result, ScoredItem, Source};
+use crate::{Error, ListStamps, Recommendation, Result, Source};
 
 /// Users per write transaction when queueing many at once.
 const ENQUEUE_CHUNK: usize = 1024;
@@ -204,6 +204,7 @@ impl Db {
 
     /// Generates and writes the lists of `batch` ((user, seq of its durable record)).
     fn refresh_users(&self, batch: &[(Arc<str>, u64)]) -> Vec<(Outcome, Option<TopkRecord>)> {
+        #[cfg(feature = "fuzzing")]
         if let Some(victim) = self.inner.refresh.panic_on.lock().as_deref() {
             if batch.iter().any(|(u, _)| &**u == victim) {
                 panic!("injected fault: refreshing user {victim:?}");
@@ -215,13 +216,7 @@ impl Db {
         let k = self.inner.refresh.params.cache_k;
         // Stamp before the trie snapshot is taken: a tokenization change in between makes the
         // CAS refuse the list rather than stamp it with a version it was not computed under.
-        let sid_version = self
-            .inner
-            .derived
-            .read()
-            .sid
-            .as_ref()
-            .map_or(0, |t| t.version);
+        let sid_version = self.inner.derived.read().sid_version().unwrap_or(0);
         let mut out: Vec<(Outcome, Option<TopkRecord>)> =
             batch.iter().map(|_| (Outcome::NoModel, None)).collect();
         let mut prepared = Vec::with_capacity(batch.len());
@@ -272,12 +267,11 @@ impl Db {
         }
         match self.write_lists(&computed) {
             Ok(written) => {
-                for ((c, slot), ok) in computed.into_iter().zip(computed_slots).zip(written) {
+                for (slot, ok) in computed_slots.into_iter().zip(written) {
                     out[slot] = match ok {
                         Some(rec) => (Outcome::Written, Some(rec)),
                         None => (Outcome::Conflict, None),
                     };
-                    drop(c);
                 }
             }
             Err(e) => {
@@ -303,7 +297,7 @@ impl Db {
             |tx, derived| {
                 let mut written = Vec::with_capacity(lists.len());
                 let model = derived.model_id.as_deref();
-                let sid = derived.sid.as_ref().map(|t| t.version);
+                let sid = derived.sid_version();
                 for c in lists {
                     let key = c.user.as_bytes();
                     let version = match tx.get(TreeId::Histories, key)? {
@@ -341,7 +335,7 @@ impl Db {
     pub(crate) fn sweep(&self) -> Result<()> {
         let (model_id, sid_version) = {
             let d = self.inner.derived.read();
-            (d.model_id.clone(), d.sid.as_ref().map(|t| t.version))
+            (d.model_id.clone(), d.sid_version())
         };
         let Some(model_id) = model_id else {
             return Ok(());
@@ -383,19 +377,7 @@ impl Db {
 
     /// A written list as an answer (for `refresh_now`).
     fn list_answer(&self, user: &str, rec: &TopkRecord) -> Recommendation {
-        let derived = self.inner.derived.read();
-        let items = rec
-            .items
-            .iter()
-            .filter_map(|&(id, score)| {
-                let meta = derived.catalog.get(id).filter(|m| m.live)?;
-                Some(ScoredItem {
-                    key: meta.key.to_string(),
-                    item_id: id,
-                    score: score as f64,
-                })
-            })
-            .collect();
+        let items = self.name_live(rec.items.iter().map(|&(id, s)| (id, f64::from(s))));
         Recommendation {
             user: user.to_string(),
             source: Source::Model,

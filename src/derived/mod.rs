@@ -207,6 +207,11 @@ impl Derived {
         Ok(())
     }
 
+    /// The current tokenization (sid-table) version, if any.
+    pub(crate) fn sid_version(&self) -> Option<u64> {
+        self.sid.as_ref().map(|t| t.version)
+    }
+
     pub(crate) fn kind_name(&self, code: u32) -> Option<String> {
         code.checked_sub(1)
             .and_then(|i| self.kinds.get(i as usize))

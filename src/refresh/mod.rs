@@ -38,6 +38,7 @@ pub(crate) struct Refresh {
     sweep_done: AtomicU64,
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Test hook: a worker refreshing this user panics (fault injection for `stats().refresh`).
+    #[cfg(feature = "fuzzing")]
     pub panic_on: Mutex<Option<String>>,
 }
 
@@ -51,6 +52,7 @@ impl Refresh {
             sweep_requested: AtomicU64::new(0),
             sweep_done: AtomicU64::new(0),
             threads: Mutex::new(Vec::new()),
+            #[cfg(feature = "fuzzing")]
             panic_on: Mutex::new(None),
         }
     }
