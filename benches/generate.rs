@@ -6,10 +6,14 @@
 //! needs the training venv: `./scripts/bench-generate` sets both up). Writes
 //! `target/bench-generate.json`.
 //!
-//! Measured per configuration (KV cache on/off x batch 1/16/64): users/s through
-//! `Db::generate_batch` (history read, prompt, tokenization, constrained beam search, ONNX
-//! Runtime), the share of that time inside ONNX Runtime, and the same users/s from Python.
-//! Both sides use one intra-op thread (one session per worker is the serving model).
+//! Measured per configuration (the shipped format-2 bundle, shared-prefix decoding, and, with
+//! `CONVERGEDB_BENCH_V1_BUNDLE`, the same weights as a format-1 bundle, a KV cache per beam;
+//! batch 1/4/16/64 with the cache, 16 without): users/s through `Db::generate_batch` (history
+//! read, prompt, tokenization, constrained beam search, ONNX Runtime), the share of that time
+//! inside ONNX Runtime, the peak RSS of the run; two sessions on two threads (the whole
+//! machine); and the Python reference's users/s (format 1 with its per-beam cache: the
+//! baseline of the ratio; format 2 shared-prefix for comparison). One intra-op thread per
+//! session on both sides (one session per worker is the serving model).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -66,95 +70,90 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let users: Vec<&str> = users.iter().map(String::as_str).cycle().take(256).collect();
     let hwm_before = vm_hwm_kib();
 
+    // The old decoding on the same weights: a format-1 bundle re-exported from the shipped one
+    // (`./scripts/bench-generate` makes it with `convergedb_train.reexport --format 1`).
+    let v1 = std::env::var_os("CONVERGEDB_BENCH_V1_BUNDLE").map(PathBuf::from);
+    let mut bundles = vec![("v2", bundle.clone())];
+    if let Some(v1) = &v1 {
+        bundles.push(("v1", v1.clone()));
+    }
     let mut rust = serde_json::Map::new();
-    let mut hwm_kv = 0;
-    for kv in [true, false] {
-        for batch in [1usize, 16, 64] {
-            db.attach_model(
-                &bundle,
-                ModelOptions::new()
+    let mut rss = serde_json::Map::new();
+    for (tag, dir) in &bundles {
+        for (kv, batches) in [(true, &[1usize, 4, 16, 64][..]), (false, &[16][..])] {
+            for &batch in batches {
+                let name = format!("{tag}_batch{batch}_{}", if kv { "kv" } else { "nokv" });
+                let opts = ModelOptions::new()
                     .beam_width(BEAM)
                     .kv_cache(kv)
                     .max_batch(batch)
-                    .intra_threads(1),
-            )?;
-            let n = if batch == 1 { 64 } else { users.len() };
-            db.generate_batch(&users[..batch], K)?; // warm-up
-            let before = db.model_info().ok_or("model")?;
-            let started = Instant::now();
-            for chunk in users[..n].chunks(batch) {
-                db.generate_batch(chunk, K)?;
+                    .intra_threads(1);
+                db.attach_model(dir, opts)?;
+                let n = if batch == 1 { 64 } else { users.len() };
+                db.generate_batch(&users[..batch], K)?; // warm-up
+                reset_hwm();
+                let rss_before = vm_hwm_kib();
+                let before = db.model_info().ok_or("model")?;
+                let started = Instant::now();
+                for chunk in users[..n].chunks(batch) {
+                    db.generate_batch(chunk, K)?;
+                }
+                let secs = started.elapsed().as_secs_f64();
+                let after = db.model_info().ok_or("model")?;
+                let peak = vm_hwm_kib();
+                let ort = after.ort_seconds - before.ort_seconds;
+                let gen = after.generate_seconds - before.generate_seconds;
+                println!(
+                    "rust   {name:<18} {:>8.1} users/s  {:>7.2} ms/user  ONNX Runtime {:>5.1}% of search+inference, search+copies {:>5.1}%, prompts+reads {:>4.1}% of wall, peak RSS {} MiB",
+                    n as f64 / secs,
+                    secs * 1e3 / n as f64,
+                    100.0 * ort / gen,
+                    100.0 * (gen - ort) / gen,
+                    100.0 * (secs - gen) / secs,
+                    peak / 1024
+                );
+                rss.insert(
+                    name.clone(),
+                    json!({"peak_mib": peak / 1024, "before_mib": rss_before / 1024}),
+                );
+                rust.insert(
+                    name,
+                    json!({"users_per_second": n as f64 / secs, "ms_per_user": secs * 1e3 / n as f64,
+                           "ort_share_of_generation": ort / gen, "search_overhead_vs_ort": (gen - ort) / ort,
+                           "outside_generation_share": (secs - gen) / secs, "peak_rss_mib": peak / 1024}),
+                );
             }
-            let secs = started.elapsed().as_secs_f64();
-            let after = db.model_info().ok_or("model")?;
-            let ort = after.ort_seconds - before.ort_seconds;
-            let gen = after.generate_seconds - before.generate_seconds;
-            let name = format!("batch{batch}_{}", if kv { "kv" } else { "nokv" });
-            println!(
-                "rust   {name:<12} {:>8.1} users/s  {:>7.2} ms/user  ONNX Runtime {:>5.1}% of search+inference, search+copies {:>5.1}%, prompts+reads {:>4.1}% of wall",
-                n as f64 / secs,
-                secs * 1e3 / n as f64,
-                100.0 * ort / gen,
-                100.0 * (gen - ort) / gen,
-                100.0 * (secs - gen) / secs
-            );
-            rust.insert(
-                name,
-                json!({"users_per_second": n as f64 / secs, "ms_per_user": secs * 1e3 / n as f64,
-                       "ort_share_of_generation": ort / gen, "search_overhead_vs_ort": (gen - ort) / ort,
-                       "outside_generation_share": (secs - gen) / secs}),
-            );
-        }
-        if kv {
-            hwm_kv = vm_hwm_kib();
         }
     }
-    let peak_kib = vm_hwm_kib();
-    println!(
-        "peak RSS (one session): {} MiB after the KV-cache runs, {} MiB after the full re-runs (before attaching: {} MiB)",
-        hwm_kv / 1024,
-        peak_kib / 1024,
-        hwm_before / 1024
-    );
+    let parallel = two_sessions(&db, &bundle, &users)?;
 
-    let python = python_reference(&bundle);
+    let python_v1 = v1.as_ref().and_then(|d| python_reference(d, "per_beam"));
+    let python_v2 = python_reference(&bundle, "shared_prefix");
     let mut ratios = serde_json::Map::new();
-    if let Some(py) = python
+    if let Some(py) = python_v1
         .as_ref()
         .and_then(|p| p["users_per_second"].as_object())
     {
-        for (name, r) in &rust {
-            if let (Some(rs), Some(ps)) = (
-                r["users_per_second"].as_f64(),
-                py.get(name).and_then(Value::as_f64),
-            ) {
-                println!(
-                    "python {name:<12} {ps:>8.1} users/s  -> rust / python = {:.2}x",
-                    rs / ps
-                );
-                ratios.insert(name.clone(), json!(rs / ps));
-            }
+        for (name, ps) in py {
+            let Some(ps) = ps.as_f64() else { continue };
+            let Some(rs) = rust
+                .get(&format!("v2_{name}"))
+                .and_then(|r| r["users_per_second"].as_f64())
+            else {
+                continue;
+            };
+            println!(
+                "python v1 (per-beam cache) {name:<12} {ps:>8.1} users/s  -> rust v2 / python v1 = {:.2}x",
+                rs / ps
+            );
+            ratios.insert(name.clone(), json!(rs / ps));
         }
     }
-    let kv_speedup: Vec<(String, f64)> = [1, 16, 64]
-        .iter()
-        .filter_map(|b| {
-            let a = rust.get(&format!("batch{b}_kv"))?["users_per_second"].as_f64()?;
-            let c = rust.get(&format!("batch{b}_nokv"))?["users_per_second"].as_f64()?;
-            Some((format!("batch{b}"), a / c))
-        })
-        .collect();
-    for (b, x) in &kv_speedup {
-        println!("KV cache speed-up {b}: {x:.2}x");
-    }
     let report = json!({
-        "bundle": bundle, "beam_width": BEAM, "k": K, "intra_threads": 1,
-        "rust": rust, "python": python, "rust_over_python": ratios,
-        "kv_speedup": kv_speedup
-            .into_iter()
-            .map(|(k, v)| (k, json!(v)))
-            .collect::<serde_json::Map<_, _>>(),
-        "peak_rss_mib_kv": hwm_kv / 1024, "peak_rss_mib_nokv": peak_kib / 1024, "rss_before_attach_mib": hwm_before / 1024,
+        "bundle": bundle, "v1_bundle": v1, "beam_width": BEAM, "k": K, "intra_threads": 1,
+        "rust": rust, "rust_two_sessions": parallel, "rss": rss,
+        "python_v1_per_beam": python_v1, "python_v2_shared_prefix": python_v2,
+        "rust_v2_over_python_v1": ratios, "rss_before_attach_mib": hwm_before / 1024,
     });
     let out = root().join("target/bench-generate.json");
     std::fs::write(&out, serde_json::to_vec_pretty(&report)?)?;
@@ -162,9 +161,63 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Runs serve_ref.py's timing on the same bundle (one intra-op thread); None when the training
-/// venv is missing.
-fn python_reference(bundle: &Path) -> Option<Value> {
+/// Resets the process's peak RSS (`VmHWM`) to its current RSS (Linux `clear_refs` 5).
+fn reset_hwm() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Users/s with two threads, each with its own session (one intra-op thread each), at batch
+/// 1, 4 and 16: the whole 2-core machine, the way the refresh workers use it.
+fn two_sessions(
+    db: &convergedb::Db,
+    bundle: &Path,
+    users: &[&str],
+) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    let mut out = serde_json::Map::new();
+    for batch in [1usize, 4, 16] {
+        db.attach_model(
+            bundle,
+            ModelOptions::new()
+                .beam_width(BEAM)
+                .max_batch(batch)
+                .intra_threads(1),
+        )?;
+        let warm: Vec<&str> = users[..batch].to_vec();
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| db.generate_batch(&warm, K));
+            }
+        });
+        let n = users.len();
+        let started = Instant::now();
+        let results: Vec<_> = std::thread::scope(|s| {
+            let halves = [&users[..n / 2], &users[n / 2..]];
+            let handles: Vec<_> = halves
+                .into_iter()
+                .map(|half| {
+                    s.spawn(move || -> convergedb::Result<()> {
+                        for chunk in half.chunks(batch) {
+                            db.generate_batch(chunk, K)?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join()).collect()
+        });
+        for r in results {
+            r.map_err(|_| "a generating thread panicked")??;
+        }
+        let ups = n as f64 / started.elapsed().as_secs_f64();
+        println!("rust   v2 two sessions batch{batch:<3} {ups:>8.1} users/s (2 threads x 1 intra-op thread)");
+        out.insert(format!("batch{batch}"), json!(ups));
+    }
+    Ok(serde_json::Value::Object(out))
+}
+
+/// Runs serve_ref.py's timing on `bundle` with `strategy` (one intra-op thread, the KV cache);
+/// None when the training venv is missing.
+fn python_reference(bundle: &Path, strategy: &str) -> Option<Value> {
     let py = root().join(".cache/train-venv/bin/python");
     if !py.exists() {
         println!(
@@ -176,7 +229,8 @@ fn python_reference(bundle: &Path) -> Option<Value> {
         .current_dir(root().join("training"))
         .args(["-m", "convergedb_train.serve_ref"])
         .arg(bundle)
-        .args(["--users", "256", "--batches", "1,16,64", "--threads", "1"])
+        .args(["--users", "256", "--batches", "1,4,16,64", "--threads", "1"])
+        .args(["--strategy", strategy, "--modes", "kv"])
         .output()
         .ok()?;
     if !out.status.success() {

@@ -288,34 +288,107 @@ fn bundle_error(db: &Db, dir: &Path) -> String {
     }
 }
 
+/// The bundle's graph files (`files.onnx`, and format 2's `files.decode`).
+fn graph_files() -> Vec<String> {
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle().join("manifest.json")).unwrap())
+            .unwrap();
+    ["onnx", "decode"]
+        .iter()
+        .filter_map(|k| m["files"][k].as_str().map(str::to_string))
+        .collect()
+}
+
 #[test]
 fn a_graph_missing_an_input_is_refused() {
     let (_dir, db) = setup();
     // Renaming attention_mask (same length, so the protobuf stays valid) leaves a graph that
-    // ONNX Runtime loads but that lacks an input the contract requires.
-    let b = edited_bundle(
-        |dir| {
-            let p = dir.join("model.onnx");
-            let bytes = std::fs::read(&p).unwrap();
-            let from = b"attention_mask";
-            let to = b"attention_masx";
-            let mut out = bytes.clone();
-            let mut i = 0;
-            while i + from.len() <= out.len() {
-                if &out[i..i + from.len()] == from {
-                    out[i..i + from.len()].copy_from_slice(to);
-                    i += from.len();
-                } else {
-                    i += 1;
+    // ONNX Runtime loads but that lacks an input the contract requires (format 2's decoding
+    // graph has prefix_attention_mask, which the same edit breaks). Each graph on its own.
+    let graphs = graph_files();
+    assert!(!graphs.is_empty());
+    for graph in graphs {
+        let b = edited_bundle(
+            |dir| {
+                let p = dir.join(&graph);
+                let bytes = std::fs::read(&p).unwrap();
+                let from = b"attention_mask";
+                let to = b"attention_masx";
+                let mut out = bytes.clone();
+                let mut i = 0;
+                while i + from.len() <= out.len() {
+                    if &out[i..i + from.len()] == from {
+                        out[i..i + from.len()].copy_from_slice(to);
+                        i += from.len();
+                    } else {
+                        i += 1;
+                    }
                 }
-            }
-            assert_ne!(out, bytes);
-            std::fs::write(&p, out).unwrap();
-        },
-        true,
-    );
-    let reason = bundle_error(&db, b.path());
-    assert!(reason.contains("attention_mask"), "{reason}");
+                assert_ne!(out, bytes);
+                std::fs::write(&p, out).unwrap();
+            },
+            true,
+        );
+        let reason = bundle_error(&db, b.path());
+        assert!(reason.contains("attention_mask"), "{graph}: {reason}");
+    }
+}
+
+/// Format 2's manifest fields are checked: a missing decoding graph, a wrong ID-logit slice,
+/// format-1 fields mixed in, and an unknown format version (whose message says how to
+/// re-export).
+#[test]
+fn format_2_manifest_fields_are_checked() {
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle().join("manifest.json")).unwrap())
+            .unwrap();
+    if m["format_version"] != 2 {
+        eprintln!("skipped: {} is not a format-2 bundle", bundle().display());
+        return;
+    }
+    let (_dir, db) = setup();
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Edit)> = vec![
+        (
+            "files.decode",
+            Box::new(|m| {
+                m["files"].as_object_mut().unwrap().remove("decode");
+            }),
+        ),
+        (
+            "graph.id_logits",
+            Box::new(|m| m["graph"]["id_logits"]["start"] = Value::from(0)),
+        ),
+        (
+            "graph.decoding",
+            Box::new(|m| m["graph"]["decoding"] = Value::from("per_beam")),
+        ),
+        (
+            "belong to format_version 2",
+            Box::new(|m| m["format_version"] = Value::from(1)),
+        ),
+        (
+            "convergedb_train.reexport",
+            Box::new(|m| m["format_version"] = Value::from(3)),
+        ),
+    ];
+    for (want, edit) in cases {
+        let b = edited_bundle(
+            |dir| {
+                let p = dir.join("manifest.json");
+                let mut m: Value =
+                    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+                edit(&mut m);
+                std::fs::write(&p, serde_json::to_vec(&m).unwrap()).unwrap();
+            },
+            false,
+        );
+        let reason = bundle_error(&db, b.path());
+        assert!(reason.contains(want), "expected {want:?} in: {reason}");
+    }
+    // The same bundle unedited attaches and reports its format.
+    attach(&db, ModelOptions::new());
+    assert_eq!(db.model_info().unwrap().bundle_format, 2);
 }
 
 #[test]
@@ -338,17 +411,19 @@ fn a_tokenizer_without_the_id_tokens_is_refused() {
 #[test]
 fn a_changed_file_fails_its_checksum_and_a_bad_manifest_is_named() {
     let (_dir, db) = setup();
-    let b = edited_bundle(
-        |dir| {
-            let p = dir.join("model.onnx");
-            let mut bytes = std::fs::read(&p).unwrap();
-            bytes.truncate(bytes.len() / 2);
-            std::fs::write(&p, bytes).unwrap();
-        },
-        false,
-    );
-    let reason = bundle_error(&db, b.path());
-    assert!(reason.contains("SHA-256"), "{reason}");
+    for graph in graph_files() {
+        let b = edited_bundle(
+            |dir| {
+                let p = dir.join(&graph);
+                let mut bytes = std::fs::read(&p).unwrap();
+                bytes.truncate(bytes.len() / 2);
+                std::fs::write(&p, bytes).unwrap();
+            },
+            false,
+        );
+        let reason = bundle_error(&db, b.path());
+        assert!(reason.contains("SHA-256"), "{graph}: {reason}");
+    }
 
     let b = edited_bundle(
         |dir| {

@@ -9,6 +9,8 @@ use super::bundle::Bundle;
 use super::library::{self, Runtime};
 use super::manifest::Manifest;
 use super::options::{ExecutionProvider, ModelOptions};
+use super::prefix_scorer::SharedPrefixScorer;
+use super::prefix_session::{self, PrefixSessions};
 use super::prompt::Prompter;
 use super::scorer::OrtScorer;
 use super::session::{self, LmSession};
@@ -34,6 +36,8 @@ pub struct ModelInfo {
     pub provider: ExecutionProvider,
     /// Whether decoding uses the graph's KV cache.
     pub kv_cache: bool,
+    /// The bundle's format version: 1 (a KV cache per beam) or 2 (shared-prefix decoding).
+    pub bundle_format: u32,
     /// Beams kept per level.
     pub beam_width: usize,
     /// Users per model run.
@@ -73,9 +77,48 @@ enum Engine {
 struct OrtEngine {
     prompter: Prompter,
     onnx: PathBuf,
+    /// Format 2: the decoding-step graph.
+    decode: Option<PathBuf>,
     options: ModelOptions,
     runtime: &'static Runtime,
-    pool: Mutex<Vec<LmSession>>,
+    pool: Mutex<Vec<Sessions>>,
+}
+
+/// What one caller runs: format 1's single session or format 2's pair.
+enum Sessions {
+    PerBeam(LmSession),
+    SharedPrefix(Box<PrefixSessions>),
+}
+
+impl Sessions {
+    fn open(
+        rt: &Runtime,
+        onnx: &Path,
+        decode: Option<&Path>,
+        m: &Manifest,
+        opts: &ModelOptions,
+    ) -> Result<Sessions> {
+        Ok(match decode {
+            None => Sessions::PerBeam(session::open(rt, onnx, m, opts)?),
+            Some(d) => {
+                Sessions::SharedPrefix(Box::new(prefix_session::open(rt, onnx, d, m, opts)?))
+            }
+        })
+    }
+
+    fn has_cache(&self) -> bool {
+        match self {
+            Sessions::PerBeam(s) => s.has_cache,
+            Sessions::SharedPrefix(_) => true,
+        }
+    }
+
+    fn ort_nanos(&self) -> u64 {
+        match self {
+            Sessions::PerBeam(s) => s.ort_nanos,
+            Sessions::SharedPrefix(s) => s.ort_nanos,
+        }
+    }
 }
 
 impl Model {
@@ -86,7 +129,13 @@ impl Model {
         // The bundle first: a bad folder is reported without loading ONNX Runtime.
         let bundle = Bundle::open(dir)?;
         let runtime = library::load(options.ort_library.as_deref())?;
-        let first = session::open(runtime, &bundle.onnx_path, &bundle.manifest, &options)?;
+        let first = Sessions::open(
+            runtime,
+            &bundle.onnx_path,
+            bundle.decode_path.as_deref(),
+            &bundle.manifest,
+            &options,
+        )?;
         let info = ModelInfo {
             model_id: bundle.manifest.model_id.clone(),
             bundle: bundle.dir.clone(),
@@ -95,7 +144,8 @@ impl Model {
             ort_library: runtime.path.clone(),
             ort_version: runtime.version.clone(),
             provider: options.provider,
-            kv_cache: options.use_kv_cache && first.has_cache,
+            kv_cache: options.use_kv_cache && first.has_cache(),
+            bundle_format: bundle.manifest.format_version,
             beam_width: options.beam_width,
             max_batch: options.max_batch,
             intra_threads: options.intra_threads,
@@ -111,6 +161,7 @@ impl Model {
             engine: Engine::Ort(Box::new(OrtEngine {
                 prompter: Prompter::new(&bundle.manifest, bundle.tokenizer),
                 onnx: bundle.onnx_path,
+                decode: bundle.decode_path,
                 options,
                 runtime,
                 pool: Mutex::new(vec![first]),
@@ -193,20 +244,28 @@ impl Model {
     }
 
     /// A session for one caller: from the pool, or a new one.
-    fn take_session(&self, o: &OrtEngine) -> Result<LmSession> {
+    fn take_session(&self, o: &OrtEngine) -> Result<Sessions> {
         if let Some(s) = o.pool.lock().pop() {
             return Ok(s);
         }
-        let s = session::open(o.runtime, &o.onnx, &self.manifest, &o.options)?;
+        let s = Sessions::open(
+            o.runtime,
+            &o.onnx,
+            o.decode.as_deref(),
+            &self.manifest,
+            &o.options,
+        )?;
         self.info.lock().sessions += 1;
         Ok(s)
     }
 
-    /// Runs the constrained search for `requests` on `session`, in batches of `max_batch`.
+    /// Runs the constrained search for `requests` on `session`, in batches of `max_batch`
+    /// users of similar prompt lengths (the requests sorted by prompt length, so a batch pads
+    /// its prompts little); the answers come back in the requests' order.
     fn run(
         &self,
         o: &OrtEngine,
-        session: &mut LmSession,
+        session: &mut Sessions,
         trie: &Trie,
         requests: &[Request<'_>],
     ) -> Result<Vec<Answer>> {
@@ -215,27 +274,39 @@ impl Model {
             first_token_id: self.manifest.sid.first_token_id,
             codes: self.manifest.sid.codes,
         };
-        let mut out = Vec::with_capacity(requests.len());
+        let pad = i64::from(self.manifest.special_tokens.pad);
+        let mut order: Vec<usize> = (0..requests.len()).collect();
+        order.sort_by_key(|&i| requests[i].prompt.len());
+        let mut out = vec![Answer::default(); requests.len()];
         let started = std::time::Instant::now();
-        let ort_before = session.ort_nanos;
-        for chunk in requests.chunks(options.max_batch) {
-            let mut scorer = OrtScorer::new(
-                session,
-                options.use_kv_cache,
-                i64::from(self.manifest.special_tokens.pad),
-            );
-            out.extend(beam::search(
-                &mut scorer,
-                trie,
-                layout,
-                options.beam_width,
-                chunk,
-            )?);
+        let ort_before = session.ort_nanos();
+        for chunk in order.chunks(options.max_batch) {
+            let batch: Vec<Request<'_>> = chunk
+                .iter()
+                .map(|&i| Request {
+                    prompt: requests[i].prompt.clone(),
+                    exclude: requests[i].exclude,
+                    k: requests[i].k,
+                })
+                .collect();
+            let answers = match session {
+                Sessions::PerBeam(s) => {
+                    let mut scorer = OrtScorer::new(s, options.use_kv_cache, pad);
+                    beam::search(&mut scorer, trie, layout, options.beam_width, &batch)?
+                }
+                Sessions::SharedPrefix(s) => {
+                    let mut scorer = SharedPrefixScorer::new(s, options.use_kv_cache, pad);
+                    beam::search(&mut scorer, trie, layout, options.beam_width, &batch)?
+                }
+            };
+            for (&i, answer) in chunk.iter().zip(answers) {
+                out[i] = answer;
+            }
         }
         let mut info = self.info.lock();
         info.users_generated += requests.len() as u64;
         info.generate_seconds += started.elapsed().as_secs_f64();
-        info.ort_seconds += (session.ort_nanos - ort_before) as f64 * 1e-9;
+        info.ort_seconds += (session.ort_nanos() - ort_before) as f64 * 1e-9;
         Ok(out)
     }
 }

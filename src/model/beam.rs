@@ -10,12 +10,17 @@ use std::cmp::Ordering;
 use crate::sid::Trie;
 use crate::Result;
 
-/// Next-token logits of a batch: `rows x width`, row-major.
+/// Next-token logits of a batch: `rows x width`, row-major. Column `c` is the logit of token
+/// id `first + c`: a scorer may return only a slice of the vocabulary (format-2 graphs return
+/// the ID tokens only) together with each row's log-sum-exp over the whole vocabulary in
+/// `lse`; when `lse` is empty, the row holds the whole vocabulary and the search computes it.
 #[derive(Debug, Default)]
 pub(crate) struct Logits {
     pub rows: usize,
     pub width: usize,
+    pub first: usize,
     pub data: Vec<f32>,
+    pub lse: Vec<f32>,
 }
 
 impl Logits {
@@ -23,6 +28,19 @@ impl Logits {
         self.data
             .get(r * self.width..(r + 1) * self.width)
             .unwrap_or(&[])
+    }
+
+    /// `ln(sum(exp(logits)))` of row `r` over the whole vocabulary.
+    fn log_normalizer(&self, r: usize) -> f64 {
+        match self.lse.get(r) {
+            Some(&v) => f64::from(v),
+            None => log_sum_exp(self.row(r)),
+        }
+    }
+
+    /// The logit of token id `token` in row `row` (a row from [`Logits::row`]).
+    fn logit(&self, row: &[f32], token: usize) -> Option<f32> {
+        row.get(token.checked_sub(self.first)?).copied()
     }
 }
 
@@ -128,9 +146,9 @@ pub(crate) fn search(
             let last = level + 1 == levels;
             for beam in &beams[start..end] {
                 let row = logits.row(beam.row);
-                let lse = log_sum_exp(row);
+                let lse = logits.log_normalizer(beam.row);
                 for &code in trie.allowed_next(&beam.codes) {
-                    let Some(&logit) = row.get(layout.token(level, code)) else {
+                    let Some(logit) = logits.logit(row, layout.token(level, code)) else {
                         continue;
                     };
                     let mut codes = Vec::with_capacity(levels);

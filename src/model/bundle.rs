@@ -20,6 +20,8 @@ pub(crate) struct Bundle {
     pub manifest: Manifest,
     pub tokenizer: Tokenizer,
     pub onnx_path: PathBuf,
+    /// Format 2: the decoding-step graph.
+    pub decode_path: Option<PathBuf>,
 }
 
 fn bad(path: &Path, reason: impl Into<String>) -> Error {
@@ -73,7 +75,12 @@ impl Bundle {
         manifest.validate().map_err(|r| bad(&manifest_path, r))?;
 
         let files = &manifest.files;
-        for name in [&files.onnx, &files.tokenizer, &files.tokenization] {
+        let graphs = [Some(&files.onnx), files.decode.as_ref()];
+        for name in graphs
+            .into_iter()
+            .flatten()
+            .chain([&files.tokenizer, &files.tokenization])
+        {
             let path = dir.join(name);
             let Some(expected) = manifest.sha256.get(name) else {
                 return Err(bad(
@@ -130,6 +137,7 @@ impl Bundle {
         Ok(Bundle {
             dir: dir.to_path_buf(),
             onnx_path: dir.join(&files.onnx),
+            decode_path: files.decode.as_ref().map(|d| dir.join(d)),
             manifest,
             tokenizer,
         })

@@ -22,7 +22,7 @@ impl FakeEngine {
     pub(crate) fn build(model_id: &str) -> Result<(Manifest, ModelInfo, FakeEngine)> {
         let manifest: Manifest = serde_json::from_value(serde_json::json!({
             "format": super::manifest::FORMAT,
-            "format_version": super::manifest::FORMAT_VERSION,
+            "format_version": 1,
             "model_id": model_id,
             "files": {"onnx": "-", "tokenizer": "-", "tokenization": "-"},
             "sid": {"levels": 0, "codes": 0, "fingerprint": "(any)",
@@ -48,6 +48,7 @@ impl FakeEngine {
             ort_version: "(none)".into(),
             provider: ExecutionProvider::Cpu,
             kv_cache: false,
+            bundle_format: 1,
             beam_width: BEAM_WIDTH,
             max_batch: 64,
             intra_threads: 0,

@@ -35,6 +35,9 @@ pub(crate) struct Files {
     #[serde(default)]
     #[allow(dead_code)] // read by the parity tests
     pub test_vectors: Option<String>,
+    /// Format 2: the decoding-step graph (`files.onnx` is then the prefill graph).
+    #[serde(default)]
+    pub decode: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -69,12 +72,28 @@ pub(crate) struct Graph {
     pub vocab_size: usize,
     pub kv_cache: bool,
     pub max_positions: usize,
+    /// Format 2: `"shared_prefix"` (the only decoding format 2 defines).
+    #[serde(default)]
+    pub decoding: Option<String>,
+    /// Format 2: the vocabulary slice the graphs' `id_logits` output holds.
+    #[serde(default)]
+    pub id_logits: Option<IdLogits>,
+}
+
+/// The columns of a format-2 graph's `id_logits`: token ids `start..start + count`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+pub(crate) struct IdLogits {
+    pub start: usize,
+    pub count: usize,
 }
 
 /// The only manifest format this build reads.
 pub(crate) const FORMAT: &str = "convergedb.bundle";
-/// The manifest format version this build reads.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The manifest format versions this build reads: 1 (one graph, a KV cache per beam) and 2
+/// (shared-prefix decoding: a prefill graph and a decoding-step graph).
+pub(crate) const FORMAT_VERSIONS: std::ops::RangeInclusive<u32> = 1..=2;
+/// The decoding format 2 defines.
+pub(crate) const SHARED_PREFIX: &str = "shared_prefix";
 /// The ID-token spelling the bundle format fixes.
 pub(crate) const TOKEN_FORMAT: &str = "<{letter}_{code}>";
 
@@ -84,10 +103,12 @@ impl Manifest {
         if self.format != FORMAT {
             return Err(format!("format is {:?}, expected {FORMAT:?}", self.format));
         }
-        if self.format_version != FORMAT_VERSION {
+        if !FORMAT_VERSIONS.contains(&self.format_version) {
             return Err(format!(
-                "format_version {} is not supported (this build reads {FORMAT_VERSION})",
-                self.format_version
+                "format_version {} is not supported (this build reads {} to {}): export the bundle with a training pipeline of this release, or upgrade a format-1 bundle with `python -m convergedb_train.reexport OLD NEW`",
+                self.format_version,
+                FORMAT_VERSIONS.start(),
+                FORMAT_VERSIONS.end()
             ));
         }
         if self.model_id.is_empty() || self.model_id.len() > 128 {
@@ -137,6 +158,7 @@ impl Manifest {
         if g.max_positions <= sid.levels {
             return Err("graph.max_positions leaves no room for a prompt".into());
         }
+        self.validate_decoding()?;
         let p = &self.prompt;
         let template = p.templates.get(&p.serving_template).ok_or_else(|| {
             format!(
@@ -154,16 +176,60 @@ impl Manifest {
             return Err("prompt.max_history must be at least 1".into());
         }
         for name in [
-            &self.files.onnx,
-            &self.files.tokenizer,
-            &self.files.tokenization,
-        ] {
+            Some(&self.files.onnx),
+            Some(&self.files.tokenizer),
+            Some(&self.files.tokenization),
+            self.files.decode.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             if name.is_empty() || name.contains('/') || name.contains('\\') || name.starts_with('.')
             {
                 return Err(format!(
                     "file name {name:?} must be a plain name inside the bundle"
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// Format 2's fields present exactly when the format says, and consistent with the ID
+    /// tokens.
+    fn validate_decoding(&self) -> std::result::Result<(), String> {
+        let g = &self.graph;
+        if self.format_version == 1 {
+            if self.files.decode.is_some() || g.decoding.is_some() || g.id_logits.is_some() {
+                return Err("files.decode, graph.decoding and graph.id_logits belong to format_version 2, the manifest says 1".into());
+            }
+            return Ok(());
+        }
+        if g.decoding.as_deref() != Some(SHARED_PREFIX) {
+            return Err(format!(
+                "graph.decoding is {:?}, format_version 2 needs {SHARED_PREFIX:?}",
+                g.decoding
+            ));
+        }
+        let Some(decode) = &self.files.decode else {
+            return Err("format_version 2 needs files.decode (the decoding-step graph)".into());
+        };
+        if decode == &self.files.onnx {
+            return Err("files.decode and files.onnx must be two different graphs".into());
+        }
+        if !g.kv_cache {
+            return Err(
+                "format_version 2 decodes with a cache: graph.kv_cache must be true".into(),
+            );
+        }
+        let want = IdLogits {
+            start: self.sid.first_token_id as usize,
+            count: self.sid.levels * self.sid.codes,
+        };
+        if g.id_logits != Some(want) {
+            return Err(format!(
+                "graph.id_logits is {:?}, expected {{\"start\": {}, \"count\": {}}} (the ID tokens)",
+                g.id_logits, want.start, want.count
+            ));
         }
         Ok(())
     }

@@ -4,7 +4,10 @@
 //! - `manifest.rs`: the bundle manifest;
 //! - `bundle.rs`: opening and validating a bundle folder;
 //! - `session.rs`: one ONNX Runtime session and its input/output checks;
-//! - `scorer.rs`: the [`beam::StepScorer`] over a session, with or without the KV cache;
+//! - `scorer.rs`: the [`beam::StepScorer`] over a format-1 session (a KV cache per beam, or
+//!   full re-runs);
+//! - `prefix_session.rs`, `prefix_scorer.rs`: format 2's prefill and decoding-step sessions and
+//!   the shared-prefix scorer over them (one prompt cache per user);
 //! - `prompt.rs`: prompt rendering and tokenization;
 //! - `beam.rs`: the constrained beam search;
 //! - `attached.rs`: a loaded bundle with its session pool;
@@ -21,6 +24,8 @@ mod bundle;
 #[cfg(feature = "fuzzing")]
 mod fake;
 mod options;
+mod prefix_scorer;
+mod prefix_session;
 mod prompt;
 mod scorer;
 mod session;

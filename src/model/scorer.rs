@@ -6,6 +6,23 @@ use super::beam::{Logits, StepScorer};
 use super::session::{LmSession, Step};
 use crate::Result;
 
+/// Positions of the last `seq` columns of each row of a `rows x len` left-padded mask:
+/// `cumsum(mask) - 1`, clamped at 0.
+pub(crate) fn positions(mask: &[i64], rows: usize, len: usize, seq: usize) -> Vec<i64> {
+    let mut pos = Vec::with_capacity(rows * seq);
+    for r in 0..rows {
+        let row = &mask[r * len..(r + 1) * len];
+        let mut sum = 0i64;
+        for (c, &m) in row.iter().enumerate() {
+            sum += m;
+            if c >= len - seq {
+                pos.push((sum - 1).max(0));
+            }
+        }
+    }
+    pos
+}
+
 pub(crate) struct OrtScorer<'s> {
     session: &'s mut LmSession,
     use_cache: bool,
@@ -38,26 +55,10 @@ impl<'s> OrtScorer<'s> {
         }
     }
 
-    /// Positions of the last `seq` columns of each row: `cumsum(mask) - 1`, clamped at 0.
-    fn positions(mask: &[i64], rows: usize, len: usize, seq: usize) -> Vec<i64> {
-        let mut pos = Vec::with_capacity(rows * seq);
-        for r in 0..rows {
-            let row = &mask[r * len..(r + 1) * len];
-            let mut sum = 0i64;
-            for (c, &m) in row.iter().enumerate() {
-                sum += m;
-                if c >= len - seq {
-                    pos.push((sum - 1).max(0));
-                }
-            }
-        }
-        pos
-    }
-
     /// A full (no past) run over the current `ids`/`mask`.
     fn run_full(&mut self, out: &mut Logits) -> Result<()> {
         let (rows, len) = (self.rows, self.mask_len);
-        let pos = Self::positions(&self.mask, rows, len, len);
+        let pos = positions(&self.mask, rows, len, len);
         let empty = self.empty_past();
         let step = Step {
             batch: rows,
@@ -135,7 +136,7 @@ impl StepScorer for OrtScorer<'_> {
                 dst.extend_from_slice(&src[p * block..(p + 1) * block]);
             }
         }
-        let pos = Self::positions(&self.mask, n, new_len, 1);
+        let pos = positions(&self.mask, n, new_len, 1);
         let step = Step {
             batch: n,
             seq: 1,

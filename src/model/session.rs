@@ -13,7 +13,7 @@ use super::manifest::Manifest;
 use super::options::{ExecutionProvider, ModelOptions};
 use crate::{Error, Result};
 
-fn ort_err(context: &str) -> impl Fn(ort::Error) -> Error + '_ {
+pub(crate) fn ort_err(context: &str) -> impl Fn(ort::Error) -> Error + '_ {
     move |e| Error::Inference(format!("{context}: {e}"))
 }
 
@@ -41,6 +41,12 @@ pub(crate) fn open(
     m: &Manifest,
     opts: &ModelOptions,
 ) -> Result<LmSession> {
+    let session = commit(rt, onnx, opts)?;
+    check_graph(session, onnx, m)
+}
+
+/// A session over the graph file `onnx` with the options' provider and threads.
+pub(crate) fn commit(rt: &Runtime, onnx: &Path, opts: &ModelOptions) -> Result<Session> {
     let mut builder = Session::builder(&rt.env).map_err(ort_err("creating a session"))?;
     builder = builder
         .with_optimization_level(GraphOptimizationLevel::All)
@@ -59,13 +65,12 @@ pub(crate) fn open(
             .map_err(|e| Error::Inference(format!("registering the CPU provider: {e}")))?,
         ExecutionProvider::Cuda { device_id } => cuda(builder, device_id)?,
     };
-    let session = builder
+    builder
         .commit_from_file(onnx)
         .map_err(|e| Error::InvalidBundle {
             path: onnx.to_path_buf(),
             reason: format!("ONNX Runtime cannot load the graph: {e}"),
-        })?;
-    check_graph(session, onnx, m)
+        })
 }
 
 #[cfg(feature = "cuda")]

@@ -84,28 +84,32 @@ def lm_metrics(bundle, ds, hist, targets, exclude=False, batch=64):
 
 
 def build_bundle(out, ds, split, codes_by_item, tok_dict, tok_text, vinfo, model, cfg, vecs, templates, extra):
+    """Writes a format-2 bundle (docs/model-bundle.md): prefill.onnx + decode.onnx
+    (shared-prefix decoding), tokenizer, tokenization, items; test vectors come later."""
     os.makedirs(out, exist_ok=True)
-    onnx_path = os.path.join(out, "model.onnx")
-    E.export(model, onnx_path)
+    first, L, C = vinfo["first_token_id"], tok_dict["levels"], tok_dict["codes"]
+    E.export_v2(model, os.path.join(out, "prefill.onnx"), os.path.join(out, "decode.onnx"), first, L * C)
     with open(os.path.join(out, "tokenizer.json"), "w") as f:
         f.write(tok_text)
     tkz.write(os.path.join(out, "tokenization.json"), tok_dict)
     write_items(os.path.join(out, "items.jsonl"), ds, vecs, "sasrec")
     c = model.cfg
-    files = {"onnx": "model.onnx", "tokenizer": "tokenizer.json", "tokenization": "tokenization.json",
-             "items": "items.jsonl", "test_vectors": "test_vectors.json"}
+    files = {"onnx": "prefill.onnx", "decode": "decode.onnx", "tokenizer": "tokenizer.json",
+             "tokenization": "tokenization.json", "items": "items.jsonl", "test_vectors": "test_vectors.json"}
     manifest = {
-        "format": "convergedb.bundle", "format_version": 1,
-        "model_id": f"{cfg['model_id_prefix']}-{sha(onnx_path)[:8]}",
+        "format": "convergedb.bundle", "format_version": 2,
+        "model_id": f"{cfg['model_id_prefix']}-{sha(os.path.join(out, 'prefill.onnx'))[:8]}",
         "dataset": ds.name, "files": files,
-        "sha256": {n: sha(os.path.join(out, n)) for n in ("model.onnx", "tokenizer.json", "tokenization.json", "items.jsonl")},
-        "sid": {"levels": tok_dict["levels"], "codes": tok_dict["codes"], "fingerprint": tok_dict["fingerprint"],
-                "token_format": "<{letter}_{code}>", "first_token_id": vinfo["first_token_id"]},
+        "sha256": {n: sha(os.path.join(out, n)) for n in
+                   ("prefill.onnx", "decode.onnx", "tokenizer.json", "tokenization.json", "items.jsonl")},
+        "sid": {"levels": L, "codes": C, "fingerprint": tok_dict["fingerprint"],
+                "token_format": "<{letter}_{code}>", "first_token_id": first},
         "special_tokens": {"bos": vinfo["bos"], "eos": vinfo["eos"], "pad": vinfo["pad"]},
         "prompt": {"templates": templates, "serving_template": "sequential", "item_separator": SEP,
                    "max_history": cfg["max_history"]},
         "graph": {"num_layers": c["layers"], "num_heads": c["heads"], "head_dim": c["d"] // c["heads"],
-                  "vocab_size": c["vocab"], "kv_cache": True, "max_positions": c["max_pos"]},
+                  "vocab_size": c["vocab"], "kv_cache": True, "max_positions": c["max_pos"],
+                  "decoding": "shared_prefix", "id_logits": {"start": first, "count": L * C}},
         "training": extra,
     }
     with open(os.path.join(out, "manifest.json"), "w") as f:
@@ -227,8 +231,10 @@ def run(args):
     out = args.out
     manifest = build_bundle(out, ds, split, codes, tok_dict, tok_text, vinfo, model, cfg, vecs, templates, extra)
     prompts = [crp.render_ids(split.test_history[u][-n:]) for u, n in ((0, 20), (1, 3), (2, 1), (3, 12))]
-    diffs = E.parity(model, os.path.join(out, "model.onnx"), prompts, vinfo["pad"])
-    log(f"ONNX vs torch max |logit diff|: {diffs}")
+    diffs = E.parity_v2(model, os.path.join(out, "prefill.onnx"), os.path.join(out, "decode.onnx"), prompts,
+                        vinfo["pad"], vinfo["first_token_id"], tok_dict["levels"] * tok_dict["codes"],
+                        beams=4, steps=tok_dict["levels"] - 1)
+    log(f"ONNX vs torch max |ID-token log-prob diff|: {diffs}")
     extra["onnx_max_abs_logit_diff"] = diffs
     bundle = serve_ref.Bundle(out, verify=False)
     t = time.time()

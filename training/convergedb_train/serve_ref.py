@@ -2,9 +2,11 @@
 trie-constrained batched beam search exactly as docs/model-bundle.md specifies.
 
     python -m convergedb_train.serve_ref BUNDLE_DIR [--users N] [--batches 1,16,64]
+        [--threads T] [--strategy shared_prefix|per_beam] [--modes kv,nokv]
 
 times users/s at each batch size with and without the KV cache (the baseline the Rust
-implementation is compared against)."""
+implementation is compared against). Format-1 bundles decode with a KV cache per beam; format-2
+bundles with one prompt cache per user (`--strategy per_beam` copies it per beam instead)."""
 from __future__ import annotations
 
 import argparse
@@ -70,6 +72,92 @@ class Scorer:
         return out[0][:, -1], out[1:]
 
 
+class PerBeamDecoder:
+    """Format 1: one graph; every beam row carries its own copy of the prompt's KV cache (or,
+    without the cache, the whole sequence is run again at every level)."""
+
+    def __init__(self, scorer, first, n, kv_cache=True):
+        self.s, self.first, self.n, self.kv = scorer, first, n, kv_cache
+
+    def start(self, ids, mask):
+        self.mask, self.seq = mask, ids
+        logits, self.past = self.s.run(ids, mask)
+        return log_softmax64(logits)[:, self.first:self.first + self.n]
+
+    def step(self, r, tok, users):
+        self.mask = np.concatenate([self.mask[r], np.ones((len(r), 1), np.int64)], 1)
+        if self.kv:
+            logits, self.past = self.s.run(tok, self.mask, [p[r] for p in self.past])
+        else:
+            self.seq = np.concatenate([self.seq[r], tok], 1)
+            logits, _ = self.s.run(self.seq, self.mask)
+        return log_softmax64(logits)[:, self.first:self.first + self.n]
+
+
+class SharedPrefixDecoder:
+    """Format 2 (docs/model-bundle.md): the prompt is prefilled once per user; a decoding step
+    runs the rows of every user padded to W rows each (R = B * W), attending to the user's one
+    copy of the prompt cache plus the row's own decoded tokens.
+
+    strategy "shared_prefix": as specified; "per_beam": every row gets its own copy of its
+    user's prompt cache (W = 1, B = rows), the cost model of format 1, kept as a baseline;
+    "no_cache": the prefill graph runs every row's whole sequence again at every level."""
+
+    def __init__(self, sessions, first, n, pad_token, strategy="shared_prefix"):
+        if strategy not in ("shared_prefix", "per_beam", "no_cache"):
+            raise ValueError(f"unknown strategy {strategy!r}")
+        self.s, self.first, self.n, self.pad_token, self.strategy = sessions, first, n, pad_token, strategy
+
+    def _lp(self, idl, lse):
+        return idl.astype(np.float64) - lse.astype(np.float64)[:, None]
+
+    def start(self, ids, mask):
+        idl, lse, self.prefix = self.s.prefill(ids, mask)
+        self.pmask, self.seq, self.mask = mask, ids, mask
+        self.lens = mask.sum(1)
+        self.steps = 0
+        self.slot = np.arange(ids.shape[0])  # logical row -> row of the last decode's output
+        self.past = None
+        return self._lp(idl, lse)
+
+    def step(self, r, tok, users):
+        R = len(r)
+        if self.strategy == "no_cache":
+            self.seq = np.concatenate([self.seq[r], tok], 1)
+            self.mask = np.concatenate([self.mask[r], np.ones((R, 1), np.int64)], 1)
+            idl, lse, _ = self.s.prefill(self.seq, self.mask)
+            return self._lp(idl, lse)
+        B = self.pmask.shape[0]
+        nl2 = len(self.prefix)
+        if self.strategy == "per_beam":
+            W, slot = 1, np.arange(R)
+            pmask, prefix = self.pmask[users], [p[users] for p in self.prefix]
+        else:
+            counts = np.bincount(users, minlength=B)
+            W = max(int(counts.max()), 1)
+            first_of_user = np.searchsorted(users, users, side="left")
+            slot = users * W + (np.arange(R) - first_of_user)
+            pmask, prefix = self.pmask, self.prefix
+        rows = (B if self.strategy == "shared_prefix" else R) * W
+        toks = np.full((rows, 1), self.pad_token, np.int64)
+        toks[slot] = tok
+        owner = users if self.strategy == "per_beam" else np.repeat(np.arange(B), W)
+        pos = (self.lens[owner] + self.steps)[:, None].astype(np.int64)
+        if self.past is None:
+            H, hd = self.prefix[0].shape[1], self.prefix[0].shape[3]
+            past = [np.zeros((rows, H, 0, hd), np.float32) for _ in range(nl2)]
+        else:
+            past = []
+            for p in self.past:
+                q = np.zeros((rows,) + p.shape[1:], np.float32)
+                q[slot] = p[self.slot[r]]
+                past.append(q)
+        idl, lse, self.past = self.s.decode(toks, pos, pmask, prefix, past)
+        self.slot = slot
+        self.steps += 1
+        return self._lp(idl[slot], lse[slot])
+
+
 class Bundle:
     def __init__(self, folder, threads=0, verify=True):
         self.dir = folder
@@ -102,7 +190,25 @@ class Bundle:
             by_tuple.setdefault(tuple(codes[k]), []).append(k)
         self.by_tuple = by_tuple
         self.trie = Trie(list(by_tuple), self.C)
-        self.scorer = Scorer(os.path.join(folder, files["onnx"]), m["graph"], threads)
+        self.format = m["format_version"]
+        self.strategy = "shared_prefix"
+        if self.format == 1:
+            self.scorer = Scorer(os.path.join(folder, files["onnx"]), m["graph"], threads)
+        elif self.format == 2:
+            from .export import SharedPrefixSessions
+            self.sessions = SharedPrefixSessions(os.path.join(folder, files["onnx"]),
+                                                 os.path.join(folder, files["decode"]),
+                                                 m["graph"]["num_layers"], threads)
+        else:
+            raise ValueError(f"format_version {self.format} is not supported")
+
+    def decoder(self, kv_cache=True):
+        """The decoding strategy of this bundle's format (format 2: `self.strategy`)."""
+        n = self.L * self.C
+        if getattr(self, "format", 1) == 1:
+            return PerBeamDecoder(self.scorer, self.first, n, kv_cache)
+        strategy = self.strategy if kv_cache else "no_cache"
+        return SharedPrefixDecoder(self.sessions, self.first, n, self.first, strategy)
 
     def render(self, history):
         h = [k for k in history if k in self.codes][-self.max_history:]
@@ -155,16 +261,15 @@ class Bundle:
         for i, p in enumerate(prompts):
             ids[i, T - len(p):] = p
             mask[i, T - len(p):] = 1
-        logits, past = self.scorer.run(ids, mask)
-        lp = log_softmax64(logits)
+        dec = self.decoder(kv_cache)
+        lp = dec.start(ids, mask)
         user = np.arange(B)  # per row (beam): its user
         score = np.zeros(B)
         node = np.zeros(B, np.int64)
         tup = np.zeros(B, np.int64)  # code tuple as an integer, lexicographic = numeric order
-        seq = ids  # for the no-cache mode
         for l in range(L):
             child = self.trie.children[l][node]  # [rows, C]
-            cand = score[:, None] + lp[:, self.first + l * C: self.first + (l + 1) * C]
+            cand = score[:, None] + lp[:, l * C: (l + 1) * C]
             r, c = np.nonzero(child >= 0)
             s = cand[r, c]
             t = tup[r] * C + c
@@ -178,16 +283,10 @@ class Bundle:
             keep = (np.arange(len(u)) - first_of_user) < beam_width
             r, c, s, t, u = r[keep], c[keep], s[keep], t[keep], u[keep]
             node, score, tup, user = child[r, c], s, t, u
-            if l + 1 == L:
+            if l + 1 == L or len(r) == 0:
                 break
             tok = (self.first + l * C + c)[:, None].astype(np.int64)
-            mask = np.concatenate([mask[r], np.ones((len(r), 1), np.int64)], 1)
-            if kv_cache:
-                logits, past = self.scorer.run(tok, mask, [p[r] for p in past])
-            else:
-                seq = np.concatenate([seq[r], tok], 1)
-                logits, _ = self.scorer.run(seq, mask)
-            lp = log_softmax64(logits)
+            lp = dec.step(r, tok, user)
         res = [[] for _ in range(B)]
         for i in range(len(user)):
             tt, codes = int(tup[i]), []
@@ -198,9 +297,9 @@ class Bundle:
         return res
 
 
-def timing(bundle, histories, batches=(1, 16, 64), k=10, beam_width=20, max_users=256):
+def timing(bundle, histories, batches=(1, 16, 64), k=10, beam_width=20, max_users=256, modes=(True, False)):
     out = {}
-    for kv in (True, False):
+    for kv in modes:
         for b in batches:
             n = min(len(histories), max_users if b > 1 else min(64, max_users))
             n = max(b, n - n % b)
@@ -219,15 +318,21 @@ def main():
     ap.add_argument("--users", type=int, default=256)
     ap.add_argument("--batches", default="1,16,64")
     ap.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = default)")
+    ap.add_argument("--strategy", default="shared_prefix", choices=["shared_prefix", "per_beam"],
+                    help="format-2 bundles: decode with one prompt cache per user, or a copy per beam (format 1's cost)")
+    ap.add_argument("--modes", default="kv,nokv", help="kv (the cache), nokv (full re-runs), or both")
     a = ap.parse_args()
     b = Bundle(a.bundle, a.threads)
+    b.strategy = a.strategy
     with open(os.path.join(a.bundle, b.manifest["files"]["test_vectors"])) as f:
         tv = json.load(f)
     hs = [u["history"] for u in tv["recommendations"]]
     while len(hs) < a.users:
         hs = hs + hs
-    r = timing(b, hs, tuple(int(x) for x in a.batches.split(",")), max_users=a.users)
-    print(json.dumps({"users_per_second": r, "beam_width": 20, "k": 10}, indent=1))
+    modes = tuple(m == "kv" for m in a.modes.split(","))
+    r = timing(b, hs, tuple(int(x) for x in a.batches.split(",")), max_users=a.users, modes=modes)
+    print(json.dumps({"users_per_second": r, "beam_width": 20, "k": 10, "format_version": b.format,
+                      "strategy": b.strategy if b.format == 2 else "per_beam", "threads": a.threads}, indent=1))
 
 
 if __name__ == "__main__":

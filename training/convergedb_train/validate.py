@@ -16,14 +16,41 @@ from .serve_ref import Bundle
 from .vocab import sid_token
 
 
+def check_graph_v1(folder, m, g, sp, first, L, C):
+    sess = ort.InferenceSession(os.path.join(folder, m["files"]["onnx"]), providers=["CPUExecutionProvider"])
+    ins = [i.name for i in sess.get_inputs()]
+    exp = ["input_ids", "attention_mask", "position_ids"]
+    for i in range(g["num_layers"]):
+        exp += [f"past_key_values.{i}.key", f"past_key_values.{i}.value"]
+    assert ins == exp, ins
+    out = sess.run(None, {"input_ids": np.array([[sp["bos"]]]), "attention_mask": np.array([[1]]),
+                          "position_ids": np.array([[0]]),
+                          **{n: np.zeros((1, g["num_heads"], 0, g["head_dim"]), np.float32) for n in exp[3:]}})
+    assert out[0].shape == (1, 1, g["vocab_size"]) and g["vocab_size"] == first + L * C
+
+
+def check_graphs_v2(folder, m, g, sp, first, L, C):
+    from .export import names_v2
+    assert g["decoding"] == "shared_prefix" and g["id_logits"] == {"start": first, "count": L * C}, g
+    pre_in, pre_out, dec_in, dec_out = names_v2(g["num_layers"])
+    pre = ort.InferenceSession(os.path.join(folder, m["files"]["onnx"]), providers=["CPUExecutionProvider"])
+    dec = ort.InferenceSession(os.path.join(folder, m["files"]["decode"]), providers=["CPUExecutionProvider"])
+    assert [i.name for i in pre.get_inputs()] == pre_in and [o.name for o in pre.get_outputs()] == pre_out
+    assert [i.name for i in dec.get_inputs()] == dec_in and [o.name for o in dec.get_outputs()] == dec_out
+    out = pre.run(None, {"input_ids": np.array([[sp["bos"]]]), "attention_mask": np.array([[1]]),
+                         "position_ids": np.array([[0]])})
+    assert out[0].shape == (1, L * C) and out[1].shape == (1,) and g["vocab_size"] == first + L * C
+
+
 def validate(folder, n_vectors=None):
     with open(os.path.join(folder, "manifest.json")) as f:
         m = json.load(f)
-    assert m["format"] == "convergedb.bundle" and m["format_version"] == 1
+    assert m["format"] == "convergedb.bundle" and m["format_version"] in (1, 2)
     for name, h in m["sha256"].items():
         with open(os.path.join(folder, name), "rb") as f:
             assert hashlib.sha256(f.read()).hexdigest() == h, f"{name}: sha256 mismatch"
-    for req in ("model.onnx", "tokenizer.json", "tokenization.json"):
+    graphs = [m["files"]["onnx"]] + ([m["files"]["decode"]] if m["format_version"] == 2 else [])
+    for req in graphs + [m["files"]["tokenizer"], m["files"]["tokenization"]]:
         assert req in m["sha256"], f"manifest.sha256 lacks {req}"
     onnx_sha = m["sha256"][m["files"]["onnx"]]
     assert m["model_id"].endswith("-" + onnx_sha[:8]), "model_id must end with the ONNX sha256 prefix"
@@ -54,16 +81,10 @@ def validate(folder, n_vectors=None):
     sp = m["special_tokens"]
     assert (t.id_to_token(sp["bos"]), t.id_to_token(sp["eos"]), t.id_to_token(sp["pad"])) == ("[CLS]", "[SEP]", "[PAD]")
     g = m["graph"]
-    sess = ort.InferenceSession(os.path.join(folder, m["files"]["onnx"]), providers=["CPUExecutionProvider"])
-    ins = [i.name for i in sess.get_inputs()]
-    exp = ["input_ids", "attention_mask", "position_ids"]
-    for i in range(g["num_layers"]):
-        exp += [f"past_key_values.{i}.key", f"past_key_values.{i}.value"]
-    assert ins == exp, ins
-    out = sess.run(None, {"input_ids": np.array([[sp["bos"]]]), "attention_mask": np.array([[1]]),
-                          "position_ids": np.array([[0]]),
-                          **{n: np.zeros((1, g["num_heads"], 0, g["head_dim"]), np.float32) for n in exp[3:]}})
-    assert out[0].shape == (1, 1, g["vocab_size"]) and g["vocab_size"] == first + L * C
+    if m["format_version"] == 1:
+        check_graph_v1(folder, m, g, sp, first, L, C)
+    else:
+        check_graphs_v2(folder, m, g, sp, first, L, C)
     for tmpl in m["prompt"]["templates"].values():
         assert tmpl.count("{") == 1
     assert m["prompt"]["templates"][m["prompt"]["serving_template"]].count("{history}") == 1

@@ -95,3 +95,46 @@ def test_matches_reference_on_random_scorers_batched_and_without_cache():
                     exp = reference(p[-1], t, list(tuples), width)
                     assert [x[0] for x in g] == [x[0] for x in exp]
                     assert np.allclose([x[1] for x in g], [x[1] for x in exp], atol=1e-12)
+
+
+class FakeSessions:
+    """Format 2's two graphs with logits = table[last token]: prefill sees the prompt's last
+    token, decode the row's new token; padded rows get whatever the pad token gives."""
+
+    def __init__(self, t):
+        self.t = t
+
+    def _out(self, last):
+        x = self.t[last].astype(np.float64)
+        m = x.max(-1)
+        lse = (m + np.log(np.exp(x - m[:, None]).sum(-1))).astype(np.float32)
+        return self.t[last][:, FIRST:FIRST + L * C], lse
+
+    def prefill(self, ids, mask):
+        idl, lse = self._out(ids[:, -1])
+        return idl, lse, [np.zeros((ids.shape[0], 1, ids.shape[1], 1), np.float32)]
+
+    def decode(self, tokens, pos, prefix_mask, prefix, past):
+        assert tokens.shape[0] % prefix_mask.shape[0] == 0 and prefix[0].shape[0] == prefix_mask.shape[0]
+        idl, lse = self._out(tokens[:, 0])
+        S = past[0].shape[2]
+        return idl, lse, [np.zeros((tokens.shape[0], 1, S + 1, 1), np.float32)]
+
+
+def test_shared_prefix_and_per_beam_decoders_match_format_1():
+    rng = np.random.default_rng(2)
+    for seed in range(20):
+        t = table(seed)
+        tuples = {tuple(int(x) for x in rng.integers(0, C, L)): ["i"] for _ in range(5)}
+        v1 = make(tuples, t)
+        v2 = make(tuples, t)
+        v2.format, v2.sessions = 2, FakeSessions(t)
+        prompts = [[1], [0, 2], [2, 2, 1], [1, 1]]
+        for width in (1, 2, 3, 20):
+            want = v1.beam_search(prompts, width, True)
+            for strategy in ("shared_prefix", "per_beam"):
+                v2.strategy = strategy
+                got = v2.beam_search(prompts, width, True)
+                assert [[x[0] for x in g] for g in got] == [[x[0] for x in w] for w in want]
+                for g, w in zip(got, want):
+                    assert np.allclose([x[1] for x in g], [x[1] for x in w], atol=1e-5)

@@ -321,3 +321,78 @@ fn fully_excluded_tuples_do_not_take_the_last_beams() {
     let plain = search(&mut scorer, &t, LAYOUT, 2, &[request(&[], 2)]).unwrap();
     assert!(plain[0].items.iter().any(|i| ex.contains(&i.0)));
 }
+
+/// Wraps a full-vocabulary scorer and returns only the ID tokens' columns plus each row's
+/// log-sum-exp, as format-2 graphs do.
+struct SlicedScorer<S: StepScorer>(S);
+
+impl<S: StepScorer> SlicedScorer<S> {
+    fn slice(out: &mut Logits) {
+        let first = LAYOUT.first_token_id as usize;
+        let count = 3 * LAYOUT.codes;
+        let mut data = Vec::with_capacity(out.rows * count);
+        let mut lse = Vec::with_capacity(out.rows);
+        for r in 0..out.rows {
+            let row = out.row(r);
+            data.extend_from_slice(&row[first..first + count]);
+            lse.push(log_sum_exp(row) as f32);
+        }
+        out.width = count;
+        out.first = first;
+        out.data = data;
+        out.lse = lse;
+    }
+}
+
+impl<S: StepScorer> StepScorer for SlicedScorer<S> {
+    fn prefill(&mut self, prompts: &[Vec<i64>], out: &mut Logits) -> Result<()> {
+        self.0.prefill(prompts, out)?;
+        Self::slice(out);
+        Ok(())
+    }
+    fn extend(&mut self, parents: &[usize], tokens: &[i64], out: &mut Logits) -> Result<()> {
+        self.0.extend(parents, tokens, out)?;
+        Self::slice(out);
+        Ok(())
+    }
+}
+
+#[test]
+fn id_token_slices_with_a_given_log_sum_exp_give_the_same_search() {
+    let t = sample_trie();
+    let reqs = || {
+        vec![
+            Request {
+                prompt: vec![1, 2, 3],
+                exclude: &[],
+                k: 5,
+            },
+            Request {
+                prompt: vec![4],
+                exclude: &[2, 6],
+                k: 3,
+            },
+        ]
+    };
+    for width in [1, 2, 4, 16] {
+        let full = search(&mut FnScorer::new(hashed_logit), &t, LAYOUT, width, &reqs()).unwrap();
+        let sliced = search(
+            &mut SlicedScorer(FnScorer::new(hashed_logit)),
+            &t,
+            LAYOUT,
+            width,
+            &reqs(),
+        )
+        .unwrap();
+        assert_eq!(full.len(), sliced.len());
+        assert!(!full[0].items.is_empty());
+        for (a, b) in full.iter().zip(&sliced) {
+            let keys = |x: &Answer| x.items.iter().map(|i| i.0).collect::<Vec<_>>();
+            assert_eq!(keys(a), keys(b), "width {width}");
+            assert_eq!(a.beams.len(), b.beams.len());
+            for (x, y) in a.items.iter().zip(&b.items) {
+                assert!((x.1 - y.1).abs() < 1e-5, "{} vs {}", x.1, y.1);
+            }
+        }
+    }
+}
