@@ -237,9 +237,14 @@ fn stream_mode(
     max_batch: usize,
 ) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
     let mut phases = Vec::new();
+    // Background workers (default 1; CONVERGEDB_BENCH_WORKERS=2 uses both cores of this VM).
+    let workers: usize = std::env::var("CONVERGEDB_BENCH_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     for &rate in rates {
         let dir = tempfile::tempdir()?;
-        let db = setup_batch(dir.path(), 1, max_batch)?;
+        let db = setup_batch(dir.path(), workers, max_batch)?;
         db.reset_refresh_stats();
         let before = db.refresh_stats();
         let mut max_queue = 0u64;
@@ -256,7 +261,7 @@ fn stream_mode(
         let after = db.refresh_stats();
         let written = during.lists_written - before.lists_written;
         phases.push(json!({
-            "rate": rate, "max_batch": max_batch, "seconds": stream_secs,
+            "rate": rate, "max_batch": max_batch, "workers": workers, "seconds": stream_secs,
             "interactions": db.stats()?.interactions_recorded,
             "lists_per_s_during": written as f64 / stream_secs,
             "max_queue": max_queue,
