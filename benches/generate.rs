@@ -49,7 +49,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .as_array()
         .ok_or("no recommendations in test_vectors.json")?;
     let tmp = tempfile::tempdir()?;
-    let db = Config::new(tmp.path().join("db")).open()?;
+    // No refresh workers: attaching would queue every user and a background worker would
+    // generate (and count time) beside the measured calls.
+    let db = Config::new(tmp.path().join("db")).refresh_workers(0).open()?;
     import::items_jsonl(&db, &bundle.join("items.jsonl"), &ImportOptions::default())?;
     db.import_tokenization(&bundle.join("tokenization.json"))?;
     let mut events = Vec::new();
