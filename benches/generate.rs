@@ -51,7 +51,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tmp = tempfile::tempdir()?;
     // No refresh workers: attaching would queue every user and a background worker would
     // generate (and count time) beside the measured calls.
-    let db = Config::new(tmp.path().join("db")).refresh_workers(0).open()?;
+    let db = Config::new(tmp.path().join("db"))
+        .refresh_workers(0)
+        .open()?;
     import::items_jsonl(&db, &bundle.join("items.jsonl"), &ImportOptions::default())?;
     db.import_tokenization(&bundle.join("tokenization.json"))?;
     let mut events = Vec::new();
@@ -86,6 +88,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             for &batch in batches {
                 let name = format!("{tag}_batch{batch}_{}", if kv { "kv" } else { "nokv" });
                 let opts = ModelOptions::new()
+                    .provider(provider())
                     .beam_width(BEAM)
                     .kv_cache(kv)
                     .max_batch(batch)
@@ -161,6 +164,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(&out, serde_json::to_vec_pretty(&report)?)?;
     println!("wrote {}", out.display());
     Ok(())
+}
+
+/// `CONVERGEDB_PROVIDER=cuda[:N]` (`./scripts/gpu-check`) or the CPU.
+fn provider() -> convergedb::ExecutionProvider {
+    match std::env::var("CONVERGEDB_PROVIDER").ok().as_deref() {
+        None | Some("") | Some("cpu") => convergedb::ExecutionProvider::Cpu,
+        Some(p) => convergedb::ExecutionProvider::Cuda {
+            device_id: p
+                .strip_prefix("cuda")
+                .and_then(|d| d.strip_prefix(':'))
+                .and_then(|d| d.parse().ok())
+                .unwrap_or(0),
+        },
+    }
 }
 
 /// Resets the process's peak RSS (`VmHWM`) to its current RSS (Linux `clear_refs` 5).

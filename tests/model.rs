@@ -48,8 +48,22 @@ fn setup() -> (tempfile::TempDir, Db) {
     (dir, db)
 }
 
+/// `CONVERGEDB_PROVIDER=cuda` (or `cuda:N`) runs these tests on the CUDA execution provider
+/// (a `--features cuda` build; `./scripts/gpu-check`); default CPU.
+fn provider() -> convergedb::ExecutionProvider {
+    match std::env::var("CONVERGEDB_PROVIDER").ok().as_deref() {
+        None | Some("") | Some("cpu") => convergedb::ExecutionProvider::Cpu,
+        Some(p) => convergedb::ExecutionProvider::Cuda {
+            device_id: p
+                .strip_prefix("cuda")
+                .and_then(|d| d.strip_prefix(':'))
+                .map_or(0, |d| d.parse().expect("CONVERGEDB_PROVIDER=cuda:N")),
+        },
+    }
+}
+
 fn attach(db: &Db, opts: ModelOptions) {
-    if let Err(e) = db.attach_model(bundle(), opts) {
+    if let Err(e) = db.attach_model(bundle(), opts.provider(provider())) {
         panic!("attaching the shipped bundle failed: {e}\n(run ./scripts/setup-ort or set ORT_DYLIB_PATH)");
     }
 }
