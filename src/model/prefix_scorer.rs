@@ -14,7 +14,7 @@ use ort::value::DynValue;
 
 use super::beam::{Logits, StepScorer};
 use super::prefix_session::{DecodeStep, PrefixSessions};
-use super::scorer::positions;
+use super::scorer::{left_pad, positions};
 use crate::{Error, Result};
 
 pub(crate) struct SharedPrefixScorer<'s> {
@@ -127,20 +127,11 @@ impl<'s> SharedPrefixScorer<'s> {
 
 impl StepScorer for SharedPrefixScorer<'_> {
     fn prefill(&mut self, prompts: &[Vec<i64>], out: &mut Logits) -> Result<()> {
-        let len = prompts.iter().map(Vec::len).max().unwrap_or(0).max(1);
         self.users = prompts.len();
+        let len = left_pad(prompts, self.pad, &mut self.ids, &mut self.mask);
         self.len = len;
-        self.ids.clear();
-        self.mask.clear();
         self.lens.clear();
-        for p in prompts {
-            let pad = len - p.len();
-            self.ids.extend(std::iter::repeat_n(self.pad, pad));
-            self.ids.extend_from_slice(p);
-            self.mask.extend(std::iter::repeat_n(0, pad));
-            self.mask.extend(std::iter::repeat_n(1, p.len()));
-            self.lens.push(p.len() as i64);
-        }
+        self.lens.extend(prompts.iter().map(|p| p.len() as i64));
         self.prefix_len = len;
         self.prefix_mask.clone_from(&self.mask);
         self.row_user = (0..self.users).collect();

@@ -14,7 +14,7 @@ use super::beam::Logits;
 use super::library::Runtime;
 use super::manifest::Manifest;
 use super::options::ModelOptions;
-use super::session::{commit, ort_err};
+use super::session::{commit, ort_err, take_cache};
 use crate::{Error, Result};
 
 /// The prefill and decode sessions and the shape facts of their graphs.
@@ -290,32 +290,6 @@ fn read_ids(
         out.data
             .extend_from_slice(&ids[r * id_count..(r + 1) * id_count]);
         out.lse.push(lse[r]);
-    }
-    Ok(())
-}
-
-/// Moves the cache outputs out of `outputs` (no copy), each checked to hold `want` values.
-fn take_cache(
-    outputs: &mut ort::session::SessionOutputs<'_>,
-    names: &[String],
-    want: usize,
-    cache: &mut Vec<DynValue>,
-) -> Result<()> {
-    cache.clear();
-    for name in names {
-        let value = outputs
-            .remove(name.as_str())
-            .ok_or_else(|| Error::Inference(format!("the model returned no {name}")))?;
-        let (_, data) = value
-            .try_extract_tensor::<f32>()
-            .map_err(ort_err("reading the cache"))?;
-        if data.len() != want {
-            return Err(Error::Inference(format!(
-                "{name} has {} values, expected {want}",
-                data.len()
-            )));
-        }
-        cache.push(value);
     }
     Ok(())
 }

@@ -23,6 +23,27 @@ pub(crate) fn positions(mask: &[i64], rows: usize, len: usize, seq: usize) -> Ve
     pos
 }
 
+/// Left-pads `prompts` with `pad` into `ids` and their attention mask into `mask` (both
+/// `prompts x len`, cleared first); returns `len`, the longest prompt's length (at least 1).
+pub(crate) fn left_pad(
+    prompts: &[Vec<i64>],
+    pad: i64,
+    ids: &mut Vec<i64>,
+    mask: &mut Vec<i64>,
+) -> usize {
+    let len = prompts.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    ids.clear();
+    mask.clear();
+    for p in prompts {
+        let n = len - p.len();
+        ids.extend(std::iter::repeat_n(pad, n));
+        ids.extend_from_slice(p);
+        mask.extend(std::iter::repeat_n(0, n));
+        mask.extend(std::iter::repeat_n(1, p.len()));
+    }
+    len
+}
+
 pub(crate) struct OrtScorer<'s> {
     session: &'s mut LmSession,
     use_cache: bool,
@@ -88,18 +109,8 @@ impl<'s> OrtScorer<'s> {
 
 impl StepScorer for OrtScorer<'_> {
     fn prefill(&mut self, prompts: &[Vec<i64>], out: &mut Logits) -> Result<()> {
-        let len = prompts.iter().map(Vec::len).max().unwrap_or(0).max(1);
         self.rows = prompts.len();
-        self.mask_len = len;
-        self.ids.clear();
-        self.mask.clear();
-        for p in prompts {
-            let pad = len - p.len();
-            self.ids.extend(std::iter::repeat_n(self.pad, pad));
-            self.ids.extend_from_slice(p);
-            self.mask.extend(std::iter::repeat_n(0, pad));
-            self.mask.extend(std::iter::repeat_n(1, p.len()));
-        }
+        self.mask_len = left_pad(prompts, self.pad, &mut self.ids, &mut self.mask);
         self.run_full(out)
     }
 

@@ -274,24 +274,36 @@ impl LmSession {
         if let Some(presents) = presents {
             // The outputs are kept as ONNX Runtime values (no copy); the scorer gathers the
             // next step's past straight from them.
-            presents.clear();
             let want = b * self.heads * (step.past_len + s) * self.head_dim;
-            for name in &self.present_names {
-                let value = outputs
-                    .remove(name.as_str())
-                    .ok_or_else(|| Error::Inference(format!("the model returned no {name}")))?;
-                let (_, data) = value
-                    .try_extract_tensor::<f32>()
-                    .map_err(ort_err("reading the cache"))?;
-                if data.len() != want {
-                    return Err(Error::Inference(format!(
-                        "{name} has {} values, expected {want}",
-                        data.len()
-                    )));
-                }
-                presents.push(value);
-            }
+            take_cache(&mut outputs, &self.present_names, want, presents)?;
         }
         Ok(())
     }
+}
+
+/// Moves the cache outputs `names` out of `outputs` (no copy), each checked to hold `want`
+/// values.
+pub(crate) fn take_cache(
+    outputs: &mut ort::session::SessionOutputs<'_>,
+    names: &[String],
+    want: usize,
+    cache: &mut Vec<ort::value::DynValue>,
+) -> Result<()> {
+    cache.clear();
+    for name in names {
+        let value = outputs
+            .remove(name.as_str())
+            .ok_or_else(|| Error::Inference(format!("the model returned no {name}")))?;
+        let (_, data) = value
+            .try_extract_tensor::<f32>()
+            .map_err(ort_err("reading the cache"))?;
+        if data.len() != want {
+            return Err(Error::Inference(format!(
+                "{name} has {} values, expected {want}",
+                data.len()
+            )));
+        }
+        cache.push(value);
+    }
+    Ok(())
 }
