@@ -50,7 +50,11 @@ pub struct Config {
     pub(crate) ann_maintain: Vec<String>,
     pub(crate) ann_vector: Option<String>,
     pub(crate) refresh: RefreshParams,
+    pub(crate) history_chunk: usize,
 }
+
+/// Entries per frozen history chunk in a new database (`Config::history_chunk_entries`).
+pub const DEFAULT_HISTORY_CHUNK: usize = 32;
 
 /// Input limits. Every one is checked on every public entry point.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,7 +100,17 @@ impl Config {
             ann_maintain: Vec::new(),
             ann_vector: None,
             refresh: RefreshParams::default(),
+            history_chunk: DEFAULT_HISTORY_CHUNK,
         }
+    }
+
+    /// Entries per frozen chunk of a user's history (default 32), fixed when the database is
+    /// created or upgraded and ignored for an existing one. An append rewrites the history's
+    /// head, which holds fewer entries than one chunk, and every `n` appends write one chunk:
+    /// smaller chunks make appends cheaper, larger ones make whole-history reads fewer gets.
+    pub fn history_chunk_entries(mut self, n: usize) -> Self {
+        self.history_chunk = n;
+        self
     }
 
     /// Create the database when the directory does not exist or is empty (default: true).
@@ -245,6 +259,12 @@ impl Config {
         if l.history_limit == 0 || l.history_limit > MAX_HISTORY_LIMIT {
             return Err(Error::InvalidArgument(format!(
                 "history_limit must be between 1 and {MAX_HISTORY_LIMIT}"
+            )));
+        }
+        if self.history_chunk == 0 || self.history_chunk > crate::store::MAX_CHUNK {
+            return Err(Error::InvalidArgument(format!(
+                "history_chunk_entries must be between 1 and {}",
+                crate::store::MAX_CHUNK
             )));
         }
         if l.max_key_bytes == 0 || l.max_key_bytes > 64 * 1024 {

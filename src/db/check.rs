@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::Db;
 use crate::derived::Derived;
-use crate::store::records::{self, HistoryRecord, ItemRecord};
+use crate::store::records::{self, HistoryView, ItemRecord, StoredHistory};
 use crate::store::{keys, TreeId};
 use crate::Result;
 
@@ -184,10 +184,16 @@ impl Db {
         };
         let mut expected_pop: HashMap<u64, u64> = HashMap::new();
         let mut recorded = 0u64;
+        // Chunk ranges the heads claim, to find chunks no head owns.
+        let mut owned: HashMap<Vec<u8>, (u64, u64)> = HashMap::new();
         for entry in store.tree(TreeId::Histories).iter() {
             let (k, v) = entry?;
             report.users += 1;
-            let rec = match HistoryRecord::decode(&k, &v) {
+            if let Ok(view) = HistoryView::parse(&k, &v) {
+                let first = view.first_chunk();
+                owned.insert(k.to_vec(), (first, first + view.chunks() as u64));
+            }
+            let stored = match StoredHistory::from_head(store, &k, v) {
                 Ok(r) => r,
                 Err(e) => {
                     problem(format!("F1 {e}"));
@@ -195,6 +201,15 @@ impl Db {
                 }
             };
             let user = crate::error::printable_key(&k);
+            if let Some((stored_ts, last_ts)) = stored.frozen_ts() {
+                if stored_ts != last_ts {
+                    problem(format!(
+                        "F4 history head of user {user} names {stored_ts} as its newest frozen \
+                         timestamp, its newest chunk ends at {last_ts}"
+                    ));
+                }
+            }
+            let rec = stored.record();
             recorded += rec.recorded;
             report.interactions += rec.entries.len() as u64;
             if rec
@@ -225,6 +240,24 @@ impl Db {
                     ));
                 }
                 *expected_pop.entry(e.item_id).or_default() += 1;
+            }
+        }
+
+        for entry in store.tree(TreeId::HistoryChunks).iter() {
+            let (k, _) = entry?;
+            match crate::store::parse_chunk_key(&k) {
+                Ok((user, no)) => {
+                    let inside = owned
+                        .get(user)
+                        .is_some_and(|&(first, end)| (first..end).contains(&no));
+                    if !inside {
+                        problem(format!(
+                            "F4 history chunk {no} of user {} belongs to no history head",
+                            crate::error::printable_key(user)
+                        ));
+                    }
+                }
+                Err(e) => problem(format!("F1 {e}")),
             }
         }
 

@@ -2,7 +2,7 @@
 
 use super::Db;
 use crate::sid::embed::{add_scaled, gaussian, normalize};
-use crate::store::records::HistoryView;
+use crate::store::records::StoredHistory;
 use crate::store::TreeId;
 use crate::{Error, Result};
 
@@ -26,14 +26,14 @@ impl Db {
         let mut acc = vec![Vec::<f32>::new(); slots];
         for entry in self.inner.store.tree(TreeId::Histories).iter() {
             let (user, bytes) = entry?;
-            let history = HistoryView::parse(&user, &bytes)?;
+            let history = StoredHistory::from_head(&self.inner.store, &user, bytes)?;
             if history.len() == 0 {
                 continue;
             }
             let g = gaussian(&String::from_utf8_lossy(&user), seed, dim);
             let scale = 1.0 / (history.len() as f32).sqrt();
-            for i in 0..history.len() {
-                let id = history.entry(i).item_id as usize;
+            for id in history.item_ids() {
+                let id = id as usize;
                 if let Some(slot) = acc.get_mut(id) {
                     if slot.is_empty() {
                         *slot = vec![0.0; dim];

@@ -14,7 +14,7 @@ use crate::derived::Effects;
 use crate::model::beam::{Answer, Request};
 use crate::model::{Model, ModelInfo, ModelOptions};
 use crate::sid::Trie;
-use crate::store::records::{self, HistoryView};
+use crate::store::records::{self, StoredHistory};
 use crate::store::{keys, TreeId};
 use crate::{Error, ListStamps, Recommendation, Result, ScoredItem, Source};
 
@@ -234,15 +234,10 @@ impl Db {
     }
 
     fn history_ids(&self, user: &str) -> Result<(u64, Vec<u64>)> {
-        let bytes = self.inner.store.get(TreeId::Histories, user.as_bytes())?;
-        let Some(b) = bytes else {
+        let Some(h) = StoredHistory::load(&self.inner.store, user.as_bytes())? else {
             return Ok((0, Vec::new()));
         };
-        let h = HistoryView::parse(user.as_bytes(), &b)?;
-        Ok((
-            h.version(),
-            (0..h.len()).map(|i| h.entry(i).item_id).collect(),
-        ))
+        Ok((h.version(), h.item_ids()))
     }
 
     /// Codes of the last `max` items of `ids` that have codes, oldest first. Reads from the

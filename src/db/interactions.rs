@@ -1,17 +1,26 @@
 //! Recording interactions and reading histories.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::group_commit::{group_failed, Pending};
 use super::validate::{validate_interactions, validate_key};
 use super::Db;
 use crate::derived::{Derived, Effects};
-use crate::store::records::{self, EntryRecord, HistoryRecord, HistoryView};
-use crate::store::{keys, Reason, StaleRecord, TreeId, Tx, TxResult};
+use crate::store::records::{self, EntryRecord, StoredHistory};
+use crate::store::{append_history, keys, Reason, StaleRecord, TreeId};
 use crate::{Error, History, HistoryEntry, Interaction, Result};
 
 /// Distinct interaction kinds a database accepts (the table is stored in one meta record).
 pub(crate) const MAX_KINDS: usize = 4096;
+
+/// One call's batch, resolved: per user (first-seen order) its entries in arrival order.
+struct Resolved {
+    users: Vec<(Arc<str>, Vec<EntryRecord>)>,
+    /// First seq of this batch's `stale` records (one per user).
+    base_seq: u64,
+}
 
 impl Db {
     /// Records a batch of interactions atomically: all are stored or, on any error, none.
@@ -19,86 +28,254 @@ impl Db {
     /// Every item must exist and be live. Each touched user's history version is bumped once per
     /// batch; histories stay ordered by timestamp (ties in arrival order) and keep the most
     /// recent `history_limit` entries. Popularity is updated in the same transaction.
+    ///
+    /// Concurrent calls are grouped: one transaction and, under `Durability::Sync`, one flush
+    /// for all the batches waiting at that moment (each still all-or-nothing on its own, and
+    /// applied in arrival order). Every call returns after its own batch is durable.
     pub fn record_interactions(&self, events: &[Interaction]) -> Result<()> {
         validate_interactions(events, &self.inner.config.limits)?;
-        let history_limit = self.inner.config.limits.history_limit;
-        // Group by user, keeping first-seen order of users and arrival order within a user.
-        let mut order: Vec<&str> = Vec::new();
-        let mut by_user: HashMap<&str, Vec<&Interaction>> = HashMap::new();
-        for e in events {
-            by_user
-                .entry(e.user.as_str())
-                .or_insert_with(|| {
-                    order.push(e.user.as_str());
-                    Vec::new()
-                })
-                .push(e);
+        self.inner.poison.check()?;
+        if let Some(writer) = self.inner.writer.try_lock() {
+            let others = self.inner.group.drain();
+            let (mut results, seq) = self.commit_group(Some(events), &others);
+            drop(writer);
+            let mine = results.remove(0);
+            return self.finish_group(mine, seq, &others, results);
         }
-        // Seqs for the users' `stale` records (a retried transaction reuses them).
-        let base_seq = self.inner.refresh.queue.reserve_seqs(order.len());
+        let pending = Pending::new(events.to_vec());
+        self.inner.group.push(Arc::clone(&pending));
+        let writer = self.inner.writer.lock();
+        if !pending.taken() {
+            // Nobody took our batch: lead the next group (ours is in it).
+            let group = self.inner.group.drain();
+            let (results, seq) = self.commit_group(None, &group);
+            drop(writer);
+            let _ = self.finish_group(Ok(()), seq, &group, results);
+        } else {
+            drop(writer);
+        }
+        pending.wait()
+    }
+
+    /// After the writer lock is released: one flush for the group (Sync), then every grouped
+    /// caller gets its result. `seq` is the group's commit number (`None`: nothing committed).
+    fn finish_group(
+        &self,
+        mine: Result<()>,
+        seq: Option<u64>,
+        others: &[Arc<Pending>],
+        results: Vec<Result<()>>,
+    ) -> Result<()> {
+        let flushed = match seq {
+            Some(seq) => self.make_durable(seq),
+            None => Ok(()),
+        };
+        let settle = |r: Result<()>| match (&flushed, r) {
+            (Err(e), Ok(())) => Err(group_failed(e)),
+            (_, r) => r,
+        };
+        for (p, r) in others.iter().zip(results) {
+            p.finish(settle(r));
+        }
+        match (flushed, mine) {
+            (Err(e), Ok(())) => Err(e),
+            (_, mine) => mine,
+        }
+    }
+
+    /// Commits `own` (the leader's batch, borrowed) and the `queued` batches in one
+    /// transaction, in that order, under the writer lock. Returns one result per batch (the
+    /// leader's first) and the commit number, if anything was committed.
+    fn commit_group(
+        &self,
+        own: Option<&[Interaction]>,
+        queued: &[Arc<Pending>],
+    ) -> (Vec<Result<()>>, Option<u64>) {
+        let batches: Vec<&[Interaction]> = own
+            .into_iter()
+            .chain(queued.iter().map(|p| &p.events[..]))
+            .collect();
+        let mut results: Vec<Option<Result<()>>> = (0..batches.len()).map(|_| None).collect();
+        let mut seq = None;
+        if let Err(e) = self.inner.poison.check() {
+            let results = (0..batches.len()).map(|_| Err(group_failed(&e))).collect();
+            return (results, None);
+        }
+        // Resolve item keys and kinds before the transaction: the writer lock makes these reads
+        // consistent, and a batch naming an unknown item fails alone.
+        let mut kinds = self.inner.derived.read().kinds.clone();
+        let mut resolved: Vec<Option<Resolved>> = Vec::with_capacity(batches.len());
+        for (i, b) in batches.iter().enumerate() {
+            match self.resolve_batch(b, &mut kinds) {
+                Ok(r) => resolved.push(Some(r)),
+                Err(e) => {
+                    results[i] = Some(Err(e));
+                    resolved.push(None);
+                }
+            }
+        }
+        // A batch whose users' records turn out damaged fails alone: retry without it.
+        while resolved.iter().any(Option::is_some) {
+            let culprit = Cell::new(None);
+            match self.commit_resolved(&resolved, &kinds, &culprit) {
+                Ok(s) => {
+                    seq = Some(s);
+                    break;
+                }
+                Err(e) => match culprit.get() {
+                    Some(i) if !matches!(e, Error::Storage(_)) => {
+                        resolved[i] = None;
+                        results[i] = Some(Err(e));
+                    }
+                    _ => {
+                        let inside: Vec<usize> = (0..resolved.len())
+                            .filter(|&i| resolved[i].take().is_some())
+                            .collect();
+                        for &i in &inside[1..] {
+                            results[i] = Some(Err(group_failed(&e)));
+                        }
+                        results[inside[0]] = Some(Err(e));
+                        break;
+                    }
+                },
+            }
+        }
+        let results = results.into_iter().map(|r| r.unwrap_or(Ok(()))).collect();
+        (results, seq)
+    }
+
+    /// Resolves one batch's item keys and kinds (interning new kinds into `kinds` only when the
+    /// whole batch resolves) and reserves its `stale` seqs.
+    fn resolve_batch(&self, events: &[Interaction], kinds: &mut Vec<String>) -> Result<Resolved> {
+        let derived = self.inner.derived.read();
+        let mut scratch: Option<Vec<String>> = None;
+        let mut item_ids: HashMap<&str, u64> = HashMap::new();
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut users: Vec<(Arc<str>, Vec<EntryRecord>)> = Vec::new();
+        for e in events {
+            let item_id = match item_ids.get(e.item.as_str()) {
+                Some(id) => *id,
+                None => {
+                    let id = self.resolve_item(&derived, &e.item)?;
+                    item_ids.insert(&e.item, id);
+                    id
+                }
+            };
+            let kind = match e.kind.as_deref() {
+                None => 0,
+                Some(k) => {
+                    let table = scratch.as_deref().unwrap_or(kinds);
+                    match table.iter().position(|x| x == k) {
+                        Some(pos) => pos as u32 + 1,
+                        None => {
+                            let table = scratch.get_or_insert_with(|| kinds.clone());
+                            if table.len() >= MAX_KINDS {
+                                return Err(Error::InvalidArgument(format!(
+                                    "kind {k:?} would be distinct kind number {}, over the limit of {MAX_KINDS}",
+                                    table.len() + 1
+                                )));
+                            }
+                            table.push(k.to_string());
+                            table.len() as u32
+                        }
+                    }
+                }
+            };
+            let at = *index.entry(e.user.as_str()).or_insert_with(|| {
+                users.push((Arc::from(e.user.as_str()), Vec::new()));
+                users.len() - 1
+            });
+            users[at].1.push(EntryRecord {
+                item_id,
+                timestamp: e.timestamp,
+                kind,
+                weight: e.weight,
+            });
+        }
+        if let Some(table) = scratch {
+            *kinds = table;
+        }
+        let base_seq = self.inner.refresh.queue.reserve_seqs(users.len());
+        Ok(Resolved { users, base_seq })
+    }
+
+    fn resolve_item(&self, derived: &Derived, key: &str) -> Result<u64> {
+        let Some(v) = self.inner.store.get(TreeId::ItemKeys, key.as_bytes())? else {
+            return Err(Error::UnknownItem {
+                key: key.to_string(),
+            });
+        };
+        let id = records::decode_item_pointer(key.as_bytes(), &v)?;
+        match derived.catalog.get(id) {
+            Some(meta) if meta.live => Ok(id),
+            Some(_) => Err(Error::DeletedItem {
+                key: key.to_string(),
+            }),
+            None => Err(Error::corruption(
+                "item_keys",
+                key.as_bytes(),
+                "points to an item the catalog does not hold",
+            )),
+        }
+    }
+
+    /// One transaction appending every resolved batch, in order; `culprit` names the batch
+    /// whose records made it abort.
+    fn commit_resolved(
+        &self,
+        batches: &[Option<Resolved>],
+        kinds: &[String],
+        culprit: &Cell<Option<usize>>,
+    ) -> Result<u64> {
+        let history_limit = self.inner.config.limits.history_limit;
+        let chunk = self.inner.store.history_chunk;
         let enqueued_at_ms = super::refresh::now_ms();
-        self.write(
+        self.commit_locked(
             &[
                 TreeId::Meta,
-                TreeId::ItemKeys,
                 TreeId::Histories,
+                TreeId::HistoryChunks,
                 TreeId::Popular,
                 TreeId::Stale,
             ],
-            |tx, derived| {
+            &(),
+            |tx, derived, _| {
                 // Update trigger (invariant 4): once a model was attached, a history change
                 // queues the user in the same transaction.
                 let trigger = derived.model_id.is_some();
                 let mut queued = Vec::new();
                 let mut counts = tx.counts()?;
-                let mut kinds = tx.kinds()?;
-                let kinds_before = kinds.len();
-                let mut item_ids: HashMap<&str, u64> = HashMap::new();
                 let mut deltas: HashMap<u64, i64> = HashMap::new();
-                for user in &order {
-                    let mut rec = match tx.history(user)? {
-                        Some(rec) => rec,
-                        None => {
-                            counts.users += 1;
-                            HistoryRecord::default()
+                for (b, batch) in batches.iter().enumerate() {
+                    let Some(batch) = batch else { continue };
+                    culprit.set(Some(b));
+                    for (i, (user, entries)) in batch.users.iter().enumerate() {
+                        let out =
+                            append_history(tx, user.as_bytes(), entries, history_limit, chunk)?;
+                        for e in entries {
+                            *deltas.entry(e.item_id).or_default() += 1;
                         }
-                    };
-                    let before = rec.entries.len();
-                    for e in &by_user[user] {
-                        let item_id = resolve_item(tx, derived, &mut item_ids, &e.item)?;
-                        let kind = intern_kind(&mut kinds, e.kind.as_deref())?;
-                        rec.entries.push(EntryRecord {
-                            item_id,
-                            timestamp: e.timestamp,
-                            kind,
-                            weight: e.weight,
-                        });
-                        *deltas.entry(item_id).or_default() += 1;
-                    }
-                    let added = rec.entries.len() - before;
-                    // Stable: equal timestamps keep arrival order.
-                    rec.entries.sort_by_key(|en| en.timestamp);
-                    let evict = rec.entries.len().saturating_sub(history_limit);
-                    for old in rec.entries.drain(..evict) {
-                        *deltas.entry(old.item_id).or_default() -= 1;
-                    }
-                    rec.recorded += added as u64;
-                    rec.version += 1;
-                    counts.recorded += added as u64;
-                    counts.interactions = counts.interactions + added as u64 - evict as u64;
-                    tx.insert(TreeId::Histories, user.as_bytes(), rec.encode())?;
-                    if trigger {
-                        let seq = base_seq + queued.len() as u64;
-                        let stale = StaleRecord {
-                            seq,
-                            history_version: rec.version,
-                            enqueued_at_ms,
-                            reason: Reason::History,
-                        };
-                        tx.insert(TreeId::Stale, user.as_bytes(), stale.encode())?;
-                        queued.push((Arc::from(*user), seq));
+                        for id in &out.evicted {
+                            *deltas.entry(*id).or_default() -= 1;
+                        }
+                        counts.users += out.new_user as u64;
+                        counts.recorded += entries.len() as u64;
+                        counts.interactions =
+                            counts.interactions + entries.len() as u64 - out.evicted.len() as u64;
+                        if trigger {
+                            let seq = batch.base_seq + i as u64;
+                            let stale = StaleRecord {
+                                seq,
+                                history_version: out.version,
+                                enqueued_at_ms,
+                                reason: Reason::History,
+                            };
+                            tx.insert(TreeId::Stale, user.as_bytes(), stale.encode())?;
+                            queued.push((Arc::clone(user), seq));
+                        }
                     }
                 }
+                culprit.set(None);
                 let mut effects = Effects {
                     queued,
                     ..Effects::default()
@@ -118,18 +295,15 @@ impl Db {
                     tx.set_popular(item_id, new)?;
                     effects.counts.push((item_id, new));
                 }
-                if kinds.len() != kinds_before {
-                    tx.insert(
-                        TreeId::Meta,
-                        keys::META_KINDS,
-                        records::encode_kinds(&kinds),
-                    )?;
-                    effects.kinds = Some(kinds);
+                if kinds.len() != derived.kinds.len() {
+                    tx.insert(TreeId::Meta, keys::META_KINDS, records::encode_kinds(kinds))?;
+                    effects.kinds = Some(kinds.to_vec());
                 }
                 tx.set_counts(&counts)?;
                 Ok(((), effects))
             },
         )
+        .map(|((), seq)| seq)
     }
 
     /// Every user with a history, in key order (a scan of the histories tree's keys).
@@ -148,15 +322,14 @@ impl Db {
     pub fn history(&self, user: &str) -> Result<History> {
         validate_key("user", user, &self.inner.config.limits)?;
         self.inner.poison.check()?;
-        let Some(bytes) = self.inner.store.get(TreeId::Histories, user.as_bytes())? else {
+        let Some(rec) = StoredHistory::load(&self.inner.store, user.as_bytes())? else {
             return Err(Error::UnknownUser {
                 key: user.to_string(),
             });
         };
-        let rec = HistoryView::parse(user.as_bytes(), &bytes)?;
         let derived = self.inner.derived.read();
         let mut entries = Vec::with_capacity(rec.len());
-        for e in (0..rec.len()).map(|i| rec.entry(i)) {
+        for e in rec.entries() {
             let meta = derived.catalog.get(e.item_id).ok_or_else(|| {
                 Error::corruption(
                     "histories",
@@ -183,53 +356,4 @@ impl Db {
             entries,
         })
     }
-}
-
-fn resolve_item<'a>(
-    tx: &Tx<'_>,
-    derived: &Derived,
-    cache: &mut HashMap<&'a str, u64>,
-    key: &'a str,
-) -> TxResult<u64> {
-    if let Some(id) = cache.get(key) {
-        return Ok(*id);
-    }
-    let Some(id) = tx.item_id(key)? else {
-        return Err(Error::UnknownItem {
-            key: key.to_string(),
-        }
-        .into());
-    };
-    match derived.catalog.get(id) {
-        Some(meta) if meta.live => {
-            cache.insert(key, id);
-            Ok(id)
-        }
-        Some(_) => Err(Error::DeletedItem {
-            key: key.to_string(),
-        }
-        .into()),
-        None => Err(Error::corruption(
-            "item_keys",
-            key.as_bytes(),
-            "points to an item the catalog does not hold",
-        )
-        .into()),
-    }
-}
-
-fn intern_kind(kinds: &mut Vec<String>, kind: Option<&str>) -> TxResult<u32> {
-    let Some(kind) = kind else { return Ok(0) };
-    if let Some(pos) = kinds.iter().position(|k| k == kind) {
-        return Ok(pos as u32 + 1);
-    }
-    if kinds.len() >= MAX_KINDS {
-        return Err(Error::InvalidArgument(format!(
-            "kind {kind:?} would be distinct kind number {}, over the limit of {MAX_KINDS}",
-            kinds.len() + 1
-        ))
-        .into());
-    }
-    kinds.push(kind.to_string());
-    Ok(kinds.len() as u32)
 }

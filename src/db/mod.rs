@@ -14,6 +14,7 @@ mod ann_check;
 mod check;
 mod embed;
 mod generate;
+mod group_commit;
 mod interactions;
 mod items;
 mod poison;
@@ -67,6 +68,10 @@ struct Inner {
     ann: RwLock<HashMap<String, AnnSlot>>,
     /// The refresh queue and what its threads share (`refresh_pool.rs`).
     refresh: Arc<Refresh>,
+    /// `record_interactions` batches waiting for the writer lock (`group_commit.rs`).
+    group: group_commit::GroupQueue,
+    /// Commit numbers and the grouped Sync flush.
+    durable: group_commit::DurableGate,
 }
 
 impl std::fmt::Debug for Db {
@@ -100,6 +105,8 @@ impl Db {
                 model: RwLock::new(None),
                 ann: RwLock::new(HashMap::new()),
                 refresh,
+                group: Default::default(),
+                durable: Default::default(),
             }),
         };
         db.declare_vectors()?;
@@ -174,47 +181,66 @@ impl Db {
         f: impl Fn(&Tx<'_>, &Derived, &P) -> TxResult<(T, Effects)>,
     ) -> Result<T> {
         self.inner.poison.check()?;
-        let out = {
+        let (out, seq) = {
             let _writer = self.inner.writer.lock();
             let prepared = prepare()?;
-            // Only writers change `derived`, and we are the only writer: reading it inside the
-            // transaction sees exactly the committed state.
-            let result = {
-                let derived = self.inner.derived.read();
-                self.inner
-                    .store
-                    .transact(trees, |tx| f(tx, &derived, &prepared))
-            };
-            match result {
-                Ok((value, mut effects)) => {
-                    let vectors = std::mem::take(&mut effects.vectors);
-                    let queued = std::mem::take(&mut effects.queued);
-                    let version = effects.catalog_version;
-                    let sweep = effects.model_id.is_some()
-                        || effects.new_sid.is_some()
-                        || effects.items.iter().any(|(_, _, live)| !live);
-                    self.inner.derived.write().apply(effects);
-                    self.inner.refresh.queue.push(queued, false);
-                    if sweep {
-                        self.inner.refresh.request_sweep();
-                    }
-                    if !vectors.is_empty() || version.is_some() {
-                        self.ann_after_write(&vectors, version);
-                    }
-                    value
-                }
-                Err(e) => {
-                    if matches!(e, Error::Storage(_)) {
-                        self.inner.poison.set(&e);
-                    }
-                    return Err(e);
-                }
-            }
+            self.commit_locked(trees, &prepared, f)?
         };
-        if self.inner.config.durability == Durability::Sync {
-            self.flush_store()?;
-        }
+        self.make_durable(seq)?;
         Ok(out)
+    }
+
+    /// Runs one transaction and applies its effects to the derived state; the caller holds the
+    /// writer lock. Returns the value and the commit's number (for [`Db::make_durable`]).
+    fn commit_locked<P, T>(
+        &self,
+        trees: &[TreeId],
+        prepared: &P,
+        f: impl Fn(&Tx<'_>, &Derived, &P) -> TxResult<(T, Effects)>,
+    ) -> Result<(T, u64)> {
+        // Only writers change `derived`, and we are the only writer: reading it inside the
+        // transaction sees exactly the committed state.
+        let result = {
+            let derived = self.inner.derived.read();
+            self.inner
+                .store
+                .transact(trees, |tx| f(tx, &derived, prepared))
+        };
+        match result {
+            Ok((value, mut effects)) => {
+                let seq = self.inner.durable.commit();
+                let vectors = std::mem::take(&mut effects.vectors);
+                let queued = std::mem::take(&mut effects.queued);
+                let version = effects.catalog_version;
+                let sweep = effects.model_id.is_some()
+                    || effects.new_sid.is_some()
+                    || effects.items.iter().any(|(_, _, live)| !live);
+                self.inner.derived.write().apply(effects);
+                self.inner.refresh.queue.push(queued, false);
+                if sweep {
+                    self.inner.refresh.request_sweep();
+                }
+                if !vectors.is_empty() || version.is_some() {
+                    self.ann_after_write(&vectors, version);
+                }
+                Ok((value, seq))
+            }
+            Err(e) => {
+                if matches!(e, Error::Storage(_)) {
+                    self.inner.poison.set(&e);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Under `Durability::Sync`, returns once commit `seq` is on disk: concurrent writers share
+    /// one flush (`group_commit.rs`). Nothing to do when Buffered.
+    fn make_durable(&self, seq: u64) -> Result<()> {
+        if self.inner.config.durability != Durability::Sync {
+            return Ok(());
+        }
+        self.inner.durable.make_durable(seq, || self.flush_store())
     }
 
     fn declare_vectors(&self) -> Result<()> {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::validate::{validate_k, validate_key};
 use super::Db;
 use crate::ann::{normalize, AnnIndex};
-use crate::store::records::HistoryView;
+use crate::store::records::StoredHistory;
 use crate::store::{keys, records, TopkView, TreeId};
 use crate::{ListStamps, Recommendation, Result, ScoredItem, Source};
 
@@ -40,14 +40,14 @@ fn set_item(items: &mut Vec<ScoredItem>, n: usize, key: &str, item_id: u64, scor
 
 /// "Is this item in the history": short histories are scanned in place, long ones sorted once.
 struct Seen<'a> {
-    history: Option<&'a HistoryView<'a>>,
+    history: Option<&'a StoredHistory>,
     sorted: Option<Vec<u64>>,
 }
 
 impl<'a> Seen<'a> {
-    fn new(history: Option<&'a HistoryView<'a>>) -> Self {
+    fn new(history: Option<&'a StoredHistory>) -> Self {
         let sorted = history.filter(|h| h.len() > SCAN_LIMIT).map(|h| {
-            let mut ids: Vec<u64> = (0..h.len()).map(|i| h.entry(i).item_id).collect();
+            let mut ids = h.item_ids();
             ids.sort_unstable();
             ids
         });
@@ -109,21 +109,17 @@ impl Db {
                 return Ok(());
             }
         }
-        let bytes = self.inner.store.get(TreeId::Histories, user.as_bytes())?;
-        let history = match &bytes {
-            Some(b) => Some(HistoryView::parse(user.as_bytes(), b)?),
-            None => None,
-        };
+        let history = StoredHistory::load(&self.inner.store, user.as_bytes())?;
         if history.as_ref().is_some_and(|h| h.len() > 0) {
             self.queue_from_read(user);
         }
-        let history_version = history.as_ref().map_or(0, HistoryView::version);
+        let history_version = history.as_ref().map_or(0, StoredHistory::version);
         let seen = Seen::new(history.as_ref());
         let seen = |id: u64| seen.contains(id);
         let (source, items) = match self.route(history.as_ref())? {
             Route::Ann(index, query) => {
                 let ef = self.inner.config.ann.ef_search;
-                let excluded = history.as_ref().map_or(0, HistoryView::len);
+                let excluded = history.as_ref().map_or(0, StoredHistory::len);
                 let hits = index.search(&query, k, ef, &seen, excluded);
                 (Source::Ann, self.name_hits(hits))
             }
@@ -174,8 +170,7 @@ impl Db {
         let stale = dead || !current || queued;
         if stale {
             // The history may hold items the list recommends (the trigger of the refresh).
-            if let Some(b) = self.inner.store.get(TreeId::Histories, user.as_bytes())? {
-                let h = HistoryView::parse(user.as_bytes(), &b)?;
+            if let Some(h) = StoredHistory::load(&self.inner.store, user.as_bytes())? {
                 let seen = Seen::new(Some(&h));
                 out.items.retain(|it| !seen.contains(it.item_id));
             }
@@ -222,7 +217,7 @@ impl Db {
     }
 
     /// Decides the source for a user with `history`.
-    fn route(&self, history: Option<&HistoryView<'_>>) -> Result<Route> {
+    fn route(&self, history: Option<&StoredHistory>) -> Result<Route> {
         let Some(history) = history else {
             return Ok(Route::Popularity);
         };
@@ -253,11 +248,7 @@ impl Db {
 
     /// The recency-weighted mean of the user's most recent item vectors (each normalised,
     /// weight `RECENCY_DECAY^r`), normalised; `None` when no recent item has the vector.
-    fn history_query(
-        &self,
-        history: &HistoryView<'_>,
-        index: &AnnIndex,
-    ) -> Result<Option<Vec<f32>>> {
+    fn history_query(&self, history: &StoredHistory, index: &AnnIndex) -> Result<Option<Vec<f32>>> {
         let recent = self.inner.config.ann.recent_items;
         let mut query = vec![0.0f32; index.dim];
         let mut used = 0usize;

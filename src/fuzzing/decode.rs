@@ -1,20 +1,26 @@
 //! Arbitrary bytes into every on-disk record decoder and the tokenization-file parser.
 
-use crate::store::records::{self, Counts, HistoryRecord, ItemRecord};
+use crate::store::records::{self, Counts, HeadRecord, ItemRecord};
 
 /// Feeds `bytes` to every on-disk record decoder. Each must return `Ok` or `Err`, never panic,
 /// and never allocate beyond its limit.
 pub fn decode_records(bytes: &[u8]) {
     let key = b"fuzz";
     let _ = ItemRecord::decode(key, bytes);
-    let _ = HistoryRecord::decode(key, bytes);
-    // The zero-copy view the read paths use: parse, then touch every entry.
+    let _ = HeadRecord::decode(key, bytes);
+    // The zero-copy views the read paths use: parse, then touch every entry.
     if let Ok(view) = crate::store::records::HistoryView::parse(key, bytes) {
-        let _ = (view.version(), view.recorded(), view.contains(1));
-        for i in 0..view.len() {
-            let _ = view.entry(i);
+        let _ = (view.version(), view.recorded(), view.tail().contains(1));
+        let _ = view.check_layout(key, 4);
+        for i in 0..view.tail().len() {
+            let _ = view.tail().entry(i);
         }
     }
+    if let Ok(chunk) = records::parse_chunk(key, bytes, 4) {
+        let _ = (chunk.contains(1), chunk.entries());
+    }
+    let _ = records::decode_legacy(key, bytes);
+    let _ = crate::store::parse_chunk_key(bytes);
     let _ = crate::store::keys::parse_item_id("items", bytes);
     let _ = crate::store::keys::parse_text("histories", bytes);
     let _ = Counts::decode(bytes);

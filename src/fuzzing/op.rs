@@ -35,7 +35,8 @@ pub fn limits() -> Limits {
 }
 
 /// The configuration matching [`limits`]. No refresh threads: the harness attaches no model,
-/// and every open and close stays deterministic.
+/// and every open and close stays deterministic. History chunks of 3 entries under a limit of 4,
+/// so every layout state (chunks, partly dropped oldest chunk, tail, late arrivals) occurs.
 pub fn config(path: &Path, durability: Durability) -> Config {
     let l = limits();
     Config::new(path)
@@ -45,6 +46,7 @@ pub fn config(path: &Path, durability: Durability) -> Config {
         .max_batch(l.max_batch)
         .max_k(l.max_k)
         .history_limit(l.history_limit)
+        .history_chunk_entries(3)
 }
 
 /// One operation of a sequence.

@@ -15,7 +15,7 @@ use crate::{Error, Result};
 
 pub(crate) const MAGIC: &[u8; 8] = b"CNVRGDB\0";
 /// The on-disk format this build writes and the newest it reads.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 2;
 pub(crate) const HEADER_KEY: &[u8] = b"header";
 const HEADER_LEN: usize = 16;
 

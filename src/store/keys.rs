@@ -7,6 +7,7 @@
 //! | `item_keys` | external item key, UTF-8 bytes         |
 //! | `vectors`   | item_id: u64 BE ++ vector name, UTF-8  |
 //! | `histories` | external user key, UTF-8 bytes         |
+//! | `history_chunks` | user key ++ 0xFF ++ chunk number: u64 BE |
 //! | `popular`   | item_id: u64 BE                        |
 //! | `sids`      | item_id: u64 BE                        |
 //! | `sid_items` | code tuple: one u16 BE per level       |
@@ -20,6 +21,8 @@ pub(crate) const META_KINDS: &[u8] = b"kinds";
 pub(crate) const META_DIM_PREFIX: &[u8] = b"dim/";
 pub(crate) const META_SID_TABLE: &[u8] = b"sid_table";
 pub(crate) const META_ANN_PREFIX: &[u8] = b"ann/";
+/// Entries per frozen history chunk.
+pub(crate) const META_HISTORY_LAYOUT: &[u8] = b"history_layout";
 /// The id of the model whose lists are current (the last one attached).
 pub(crate) const META_MODEL: &[u8] = b"model";
 

@@ -11,6 +11,8 @@
 mod ann_record;
 pub(crate) mod codec;
 mod header;
+mod history_append;
+mod history_chunks;
 mod history_record;
 pub(crate) mod keys;
 mod open;
@@ -18,6 +20,7 @@ pub(crate) mod records;
 mod stale_record;
 mod topk_record;
 mod tx;
+mod upgrade;
 
 pub(crate) use header::FORMAT_VERSION;
 
@@ -27,6 +30,9 @@ pub(crate) fn check_header_bytes(bytes: &[u8]) -> Result<u32> {
     header::check_header(std::path::Path::new("(fuzz)"), bytes)
 }
 pub(crate) use ann_record::{AnnManifest, DumpFile};
+pub(crate) use history_append::append as append_history;
+pub(crate) use history_chunks::parse_chunk_key;
+pub(crate) use history_record::MAX_CHUNK;
 pub(crate) use open::open_store;
 pub(crate) use stale_record::{Reason, StaleRecord};
 pub(crate) use topk_record::{TopkRecord, TopkView, MAX_TOPK};
@@ -47,9 +53,10 @@ pub(crate) enum TreeId {
     SidItems = 7,
     Topk = 8,
     Stale = 9,
+    HistoryChunks = 10,
 }
 
-pub(crate) const TREE_COUNT: usize = 10;
+pub(crate) const TREE_COUNT: usize = 11;
 
 impl TreeId {
     pub(crate) const ALL: [TreeId; TREE_COUNT] = [
@@ -63,6 +70,7 @@ impl TreeId {
         TreeId::SidItems,
         TreeId::Topk,
         TreeId::Stale,
+        TreeId::HistoryChunks,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -77,6 +85,7 @@ impl TreeId {
             TreeId::SidItems => "sid_items",
             TreeId::Topk => "topk",
             TreeId::Stale => "stale",
+            TreeId::HistoryChunks => "history_chunks",
         }
     }
 }
@@ -85,6 +94,8 @@ impl TreeId {
 pub(crate) struct Store {
     pub(crate) db: sled::Db,
     pub(crate) trees: Vec<sled::Tree>,
+    /// Entries per frozen history chunk (`meta["history_layout"]`).
+    pub(crate) history_chunk: usize,
 }
 
 impl Store {

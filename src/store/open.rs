@@ -4,8 +4,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
 use super::header::{check_header, encode_header, FORMAT_VERSION, HEADER_KEY};
-use super::records::Counts;
-use super::{Store, TreeId};
+use super::records::{self, Counts};
+use super::{keys, upgrade, Store, TreeId};
 use crate::config::Durability;
 use crate::{Config, Error, Result};
 
@@ -45,8 +45,12 @@ pub(crate) fn open_store(config: &Config) -> Result<Store> {
         .iter()
         .map(|t| db.open_tree(t.name()))
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    let store = Store { db, trees };
-    init_or_check_header(&store, path)?;
+    let mut store = Store {
+        db,
+        trees,
+        history_chunk: 0,
+    };
+    init_or_check_header(&mut store, path, config)?;
     Ok(store)
 }
 
@@ -112,10 +116,25 @@ fn check_directory(path: &Path, create_if_missing: bool) -> Result<()> {
     }
 }
 
-fn init_or_check_header(store: &Store, path: &Path) -> Result<()> {
-    let meta = store.tree(TreeId::Meta);
+fn init_or_check_header(store: &mut Store, path: &Path, config: &Config) -> Result<()> {
+    let meta = store.tree(TreeId::Meta).clone();
     if let Some(bytes) = meta.get(HEADER_KEY)? {
-        check_header(path, &bytes)?;
+        if check_header(path, &bytes)? == 1 {
+            upgrade::begin_v1_to_v2(store, config.history_chunk)?;
+        }
+        store.history_chunk = match meta.get(keys::META_HISTORY_LAYOUT)? {
+            Some(v) => records::decode_history_layout(&v)?,
+            None => {
+                return Err(Error::corruption(
+                    "meta",
+                    keys::META_HISTORY_LAYOUT,
+                    "missing history layout record",
+                ))
+            }
+        };
+        if meta.get(upgrade::META_UPGRADE)?.is_some() {
+            upgrade::finish_v1_to_v2(store)?;
+        }
         return Ok(());
     }
     // No header: only a database that holds nothing at all may be initialised.
@@ -130,10 +149,16 @@ fn init_or_check_header(store: &Store, path: &Path) -> Result<()> {
     }
     store.transact(&[TreeId::Meta], |tx| {
         tx.insert(TreeId::Meta, HEADER_KEY, encode_header(FORMAT_VERSION))?;
+        tx.insert(
+            TreeId::Meta,
+            keys::META_HISTORY_LAYOUT,
+            records::encode_history_layout(config.history_chunk),
+        )?;
         tx.set_counts(&Counts::initial())?;
         Ok(())
     })?;
     store.db.flush()?;
+    store.history_chunk = config.history_chunk;
     Ok(())
 }
 

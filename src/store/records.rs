@@ -46,7 +46,11 @@ impl ItemRecord {
     }
 }
 
-pub(crate) use super::history_record::{EntryRecord, HistoryRecord, HistoryView};
+pub(crate) use super::history_chunks::StoredHistory;
+use super::history_record::MAX_CHUNK;
+#[cfg(feature = "fuzzing")]
+pub(crate) use super::history_record::{decode_legacy, parse_chunk, HeadRecord};
+pub(crate) use super::history_record::{EntryRecord, HistoryView};
 
 /// `meta["counts"]`: `[1][bincode Counts]`: id allocation and the totals `stats()` reports.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
@@ -104,6 +108,27 @@ pub(crate) fn decode_dim(key: &[u8], bytes: &[u8]) -> Result<usize> {
             "expected [1][u32 LE] dimension",
         )),
     }
+}
+
+/// `meta["history_layout"]`: `[1][u32 LE]`, entries per frozen history chunk (set when the
+/// database is created or upgraded, never changed).
+pub(crate) fn encode_history_layout(chunk: usize) -> Vec<u8> {
+    encode_dim(chunk)
+}
+
+pub(crate) fn decode_history_layout(bytes: &[u8]) -> Result<usize> {
+    let bad = || {
+        Error::corruption(
+            "meta",
+            keys::META_HISTORY_LAYOUT,
+            format!("expected [1][u32 LE] chunk size in 1..={MAX_CHUNK}"),
+        )
+    };
+    let chunk = decode_dim(keys::META_HISTORY_LAYOUT, bytes).map_err(|_| bad())?;
+    if chunk == 0 || chunk > MAX_CHUNK {
+        return Err(bad());
+    }
+    Ok(chunk)
 }
 
 /// `vectors[item_id ++ name]`: `[1][f32 LE; dim]`.
@@ -243,7 +268,9 @@ mod tests {
         #[test]
         fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = ItemRecord::decode(b"k", &bytes);
-            let _ = HistoryRecord::decode(b"k", &bytes);
+            let _ = HistoryView::parse(b"k", &bytes);
+            let _ = super::super::history_record::parse_chunk(b"k", &bytes, 4);
+            let _ = super::super::history_record::decode_legacy(b"k", &bytes);
             let _ = Counts::decode(&bytes);
             let _ = decode_kinds(&bytes);
             let _ = decode_dim(b"k", &bytes);
@@ -252,20 +279,25 @@ mod tests {
             let _ = decode_vector(b"k", &bytes, bytes.len() / 4);
         }
 
-        /// Every record round-trips, and every strict prefix of it is rejected.
+        /// Every head round-trips, and every strict prefix of it is rejected.
         #[test]
-        fn history_round_trip_and_truncation(entries in proptest::collection::vec((any::<u64>(), any::<i64>(), 0u32..10, any::<f32>()), 0..40)) {
-            let rec = HistoryRecord {
+        fn history_head_round_trip_and_truncation(entries in proptest::collection::vec((any::<u64>(), any::<i64>(), 0u32..10, any::<f32>()), 0..40)) {
+            let tail: Vec<EntryRecord> = entries.iter().map(|&(item_id, timestamp, kind, weight)| EntryRecord { item_id, timestamp, kind, weight }).collect();
+            let rec = super::super::history_record::HeadRecord {
                 version: 3,
-                recorded: entries.len() as u64,
-                entries: entries.iter().map(|&(item_id, timestamp, kind, weight)| EntryRecord { item_id, timestamp, kind, weight }).collect(),
+                recorded: tail.len() as u64 + 64,
+                n: tail.len() as u32 + 64 - 3,
+                first: 9,
+                chunks: 1,
+                skip: 3,
+                frozen_ts: -4,
+                tail,
             };
             let bytes = rec.encode();
-            let back = HistoryRecord::decode(b"k", &bytes).unwrap();
-            prop_assert_eq!(back.entries.len(), rec.entries.len());
+            let back = super::super::history_record::HeadRecord::decode(b"k", &bytes).unwrap();
             prop_assert_eq!(back.encode(), bytes.clone());
             for cut in 0..bytes.len() {
-                prop_assert!(HistoryRecord::decode(b"k", &bytes[..cut]).is_err());
+                prop_assert!(HistoryView::parse(b"k", &bytes[..cut]).is_err());
             }
         }
     }

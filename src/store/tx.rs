@@ -3,7 +3,7 @@
 use sled::transaction::{TransactionalTree, UnabortableTransactionError};
 use sled::IVec;
 
-use super::records::{self, Counts, HistoryRecord, ItemRecord};
+use super::records::{self, Counts, ItemRecord};
 use super::{keys, TreeId};
 use crate::Error;
 
@@ -97,13 +97,6 @@ impl<'a> Tx<'a> {
         }
     }
 
-    pub(crate) fn history(&self, user: &str) -> TxResult<Option<HistoryRecord>> {
-        match self.get(TreeId::Histories, user.as_bytes())? {
-            Some(v) => Ok(Some(HistoryRecord::decode(user.as_bytes(), &v)?)),
-            None => Ok(None),
-        }
-    }
-
     pub(crate) fn popular(&self, id: u64) -> TxResult<u64> {
         let key = keys::item_id(id);
         match self.get(TreeId::Popular, &key)? {
@@ -126,13 +119,6 @@ impl<'a> Tx<'a> {
         match self.get(TreeId::Meta, &key)? {
             Some(v) => Ok(Some(records::decode_dim(&key, &v)?)),
             None => Ok(None),
-        }
-    }
-
-    pub(crate) fn kinds(&self) -> TxResult<Vec<String>> {
-        match self.get(TreeId::Meta, keys::META_KINDS)? {
-            Some(v) => Ok(records::decode_kinds(&v)?),
-            None => Ok(Vec::new()),
         }
     }
 }

@@ -1,0 +1,114 @@
+//! Group commit: concurrent `record_interactions` calls share one transaction and one flush.
+//!
+//! A caller that finds the writer lock free writes at once (a lone caller pays nothing extra),
+//! taking along every batch queued meanwhile. A caller that finds it held queues its batch and
+//! waits for the lock; when it gets it, either a leader already took its batch (it then waits
+//! for that leader's result) or it leads the next group itself. Each caller returns only after
+//! its own batch is committed and, under `Durability::Sync`, flushed.
+//!
+//! Flushes are grouped for every write (`DurableGate`): a writer that needs its commit on disk
+//! waits for the flush in progress and returns without flushing again when that flush already
+//! covered it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::{Error, Interaction, Result};
+
+/// A queued batch and the slot its result goes to.
+pub(super) struct Pending {
+    pub events: Vec<Interaction>,
+    taken: AtomicBool,
+    result: Mutex<Option<Result<()>>>,
+    done: Condvar,
+}
+
+impl Pending {
+    pub(super) fn new(events: Vec<Interaction>) -> Arc<Pending> {
+        Arc::new(Pending {
+            events,
+            taken: AtomicBool::new(false),
+            result: Mutex::new(None),
+            done: Condvar::new(),
+        })
+    }
+
+    /// Whether a leader took this batch into its group.
+    pub(super) fn taken(&self) -> bool {
+        self.taken.load(Ordering::Acquire)
+    }
+
+    pub(super) fn finish(&self, result: Result<()>) {
+        *self.result.lock() = Some(result);
+        self.done.notify_all();
+    }
+
+    /// Waits for the leader that took this batch.
+    pub(super) fn wait(&self) -> Result<()> {
+        let mut slot = self.result.lock();
+        loop {
+            if let Some(r) = slot.take() {
+                return r;
+            }
+            self.done.wait(&mut slot);
+        }
+    }
+}
+
+/// Batches waiting for the writer lock.
+#[derive(Default)]
+pub(super) struct GroupQueue {
+    waiting: Mutex<Vec<Arc<Pending>>>,
+}
+
+impl GroupQueue {
+    pub(super) fn push(&self, p: Arc<Pending>) {
+        self.waiting.lock().push(p);
+    }
+
+    /// Takes every waiting batch (the caller holds the writer lock).
+    pub(super) fn drain(&self) -> Vec<Arc<Pending>> {
+        let taken = std::mem::take(&mut *self.waiting.lock());
+        for p in &taken {
+            p.taken.store(true, Ordering::Release);
+        }
+        taken
+    }
+}
+
+/// Numbers commits and groups the flushes that make them durable.
+#[derive(Default)]
+pub(super) struct DurableGate {
+    /// Commits so far (bumped under the writer lock after each committed transaction).
+    committed: AtomicU64,
+    /// The highest commit number known to be on disk; the lock is held while flushing.
+    durable: Mutex<u64>,
+}
+
+impl DurableGate {
+    /// Counts a commit; returns its number.
+    pub(super) fn commit(&self) -> u64 {
+        self.committed.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Makes commit `seq` durable with `flush`, unless a flush since it already did.
+    pub(super) fn make_durable(&self, seq: u64, flush: impl FnOnce() -> Result<()>) -> Result<()> {
+        let mut durable = self.durable.lock();
+        if *durable >= seq {
+            return Ok(());
+        }
+        // Every commit numbered up to here reserved its log space before this flush starts.
+        let target = self.committed.load(Ordering::Acquire);
+        flush()?;
+        *durable = target;
+        Ok(())
+    }
+}
+
+/// The error a grouped caller sees when the group's shared transaction or flush failed: the
+/// handle is poisoned then, and the leader holds the original error.
+pub(super) fn group_failed(leader: &Error) -> Error {
+    Error::Poisoned(format!("a grouped write failed: {leader}"))
+}
