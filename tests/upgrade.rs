@@ -49,7 +49,10 @@ fn assert_as_recorded(db: &Db) {
             .collect();
         assert_eq!(&got, want["entries"].as_array().unwrap(), "{user}");
         let rec = db.recommend(user, 10).unwrap();
-        assert_eq!(format!("{:?}", rec.source), want["source"].as_str().unwrap());
+        assert_eq!(
+            format!("{:?}", rec.source),
+            want["source"].as_str().unwrap()
+        );
         assert_eq!(rec.stale, want["stale"].as_bool().unwrap(), "{user}");
         let items: Vec<&str> = rec.items.iter().map(|i| i.key.as_str()).collect();
         let want_items: Vec<&str> = want["items"]

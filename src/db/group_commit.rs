@@ -61,6 +61,8 @@ impl Pending {
 #[derive(Default)]
 pub(super) struct GroupQueue {
     waiting: Mutex<Vec<Arc<Pending>>>,
+    /// Batches committed by a leader on another caller's behalf.
+    pub(super) grouped: AtomicU64,
 }
 
 impl GroupQueue {
@@ -74,6 +76,8 @@ impl GroupQueue {
         for p in &taken {
             p.taken.store(true, Ordering::Release);
         }
+        self.grouped
+            .fetch_add(taken.len() as u64, Ordering::Relaxed);
         taken
     }
 }
@@ -85,9 +89,15 @@ pub(super) struct DurableGate {
     committed: AtomicU64,
     /// The highest commit number known to be on disk; the lock is held while flushing.
     durable: Mutex<u64>,
+    /// Flushes run to make writes durable.
+    pub(super) flushes: AtomicU64,
 }
 
 impl DurableGate {
+    pub(super) fn commits(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
     /// Counts a commit; returns its number.
     pub(super) fn commit(&self) -> u64 {
         self.committed.fetch_add(1, Ordering::AcqRel) + 1
@@ -101,6 +111,7 @@ impl DurableGate {
         }
         // Every commit numbered up to here reserved its log space before this flush starts.
         let target = self.committed.load(Ordering::Acquire);
+        self.flushes.fetch_add(1, Ordering::Relaxed);
         flush()?;
         *durable = target;
         Ok(())

@@ -1,6 +1,7 @@
 //! `stats()`: counts and settings, cheap enough to call often.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 
 use super::Db;
 use crate::config::Durability;
@@ -45,6 +46,14 @@ pub struct Stats {
     pub cached_lists: u64,
     /// The refresh pipeline: queue depth, workers, what they did, freshness lag.
     pub refresh: crate::RefreshStats,
+    /// Write transactions committed by this handle since it was opened.
+    pub commits: u64,
+    /// Flushes this handle ran to make `Durability::Sync` writes durable (concurrent writers
+    /// share one: fewer flushes than Sync writes means commits were grouped).
+    pub sync_flushes: u64,
+    /// `record_interactions` batches committed in a transaction led by another caller (group
+    /// commit).
+    pub grouped_batches: u64,
 }
 
 impl Db {
@@ -70,6 +79,9 @@ impl Db {
             ann: self.ann_info(),
             cached_lists: self.inner.store.tree(TreeId::Topk).len() as u64,
             refresh: self.refresh_stats(),
+            commits: self.inner.durable.commits(),
+            sync_flushes: self.inner.durable.flushes.load(Ordering::Relaxed),
+            grouped_batches: self.inner.group.grouped.load(Ordering::Relaxed),
         })
     }
 

@@ -43,6 +43,10 @@ pub(crate) struct StoredHistory {
     chunk: usize,
     skip: usize,
     len: usize,
+    tail_len: usize,
+    version: u64,
+    recorded: u64,
+    frozen_ts: i64,
 }
 
 impl StoredHistory {
@@ -61,6 +65,8 @@ impl StoredHistory {
         view.check_layout(user, chunk)?;
         let (first, count) = (view.first_chunk(), view.chunks() as u64);
         let (skip, len) = (view.skip() as usize, view.len());
+        let (tail_len, version, recorded) = (view.tail().len(), view.version(), view.recorded());
+        let frozen_ts = view.frozen_ts();
         let mut chunks = Vec::with_capacity(count as usize);
         if count > 0 {
             let range = chunk_key(user, first)..chunk_key(user, first + count);
@@ -83,16 +89,20 @@ impl StoredHistory {
             chunk,
             skip,
             len,
+            tail_len,
+            version,
+            recorded,
+            frozen_ts,
         })
     }
 
-    fn view(&self) -> HistoryView<'_> {
-        // Parsed and checked in `from_head`; the bytes are immutable.
-        HistoryView::parse(b"", &self.head).expect("head parsed on load")
+    // The head and chunks were validated in `from_head`; the bytes are immutable.
+    fn tail(&self) -> BlockView<'_> {
+        BlockView::of_checked(&self.head, self.tail_len, true)
     }
 
     fn block(&self, c: usize) -> BlockView<'_> {
-        parse_chunk(b"", &self.chunks[c], self.chunk).expect("chunk parsed on load")
+        BlockView::of_checked(&self.chunks[c], self.chunk, false)
     }
 
     /// Retained entries.
@@ -101,11 +111,11 @@ impl StoredHistory {
     }
 
     pub(crate) fn version(&self) -> u64 {
-        self.view().version()
+        self.version
     }
 
     pub(crate) fn recorded(&self) -> u64 {
-        self.view().recorded()
+        self.recorded
     }
 
     /// The blocks that hold the retained entries, oldest first, each with the index of its first
@@ -113,7 +123,7 @@ impl StoredHistory {
     fn blocks(&self) -> impl Iterator<Item = (BlockView<'_>, usize)> {
         let chunks =
             (0..self.chunks.len()).map(|c| (self.block(c), if c == 0 { self.skip } else { 0 }));
-        chunks.chain(std::iter::once((self.view().tail(), 0)))
+        chunks.chain(std::iter::once((self.tail(), 0)))
     }
 
     /// Entry `i` (0 = oldest retained).
@@ -123,9 +133,7 @@ impl StoredHistory {
         if c < self.chunks.len() {
             self.block(c).entry(at % self.chunk)
         } else {
-            self.view()
-                .tail()
-                .entry(at - self.chunks.len() * self.chunk)
+            self.tail().entry(at - self.chunks.len() * self.chunk)
         }
     }
 
@@ -170,10 +178,7 @@ impl StoredHistory {
     /// The stored timestamp of the newest frozen entry, for `check()`.
     pub(crate) fn frozen_ts(&self) -> Option<(i64, i64)> {
         let last = self.chunks.len().checked_sub(1)?;
-        Some((
-            self.view().frozen_ts(),
-            self.block(last).timestamp(self.chunk - 1),
-        ))
+        Some((self.frozen_ts, self.block(last).timestamp(self.chunk - 1)))
     }
 }
 

@@ -151,6 +151,18 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 }
 
 impl<'a> BlockView<'a> {
+    /// The block of a chunk or head already validated by [`parse_chunk`] or
+    /// [`HistoryView::parse`] (`tail = true` for a head). Never panics: on bytes that were not
+    /// validated it sees at most the whole entries they hold.
+    pub(crate) fn of_checked(bytes: &'a [u8], n: usize, tail: bool) -> Self {
+        let at = if tail { HEAD_LEN } else { CHUNK_HEADER };
+        let bytes = bytes.get(at..).unwrap_or(&[]);
+        BlockView {
+            bytes,
+            n: n.min(bytes.len() / PER_ENTRY),
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.n
     }
