@@ -10,8 +10,9 @@
 //! waits for the flush in progress and returns without flushing again when that flush already
 //! covered it.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -91,11 +92,48 @@ pub(super) struct DurableGate {
     durable: Mutex<u64>,
     /// Flushes run to make writes durable.
     pub(super) flushes: AtomicU64,
+    /// Writes started and not yet committed (`Arrival`).
+    arriving: AtomicUsize,
+}
+
+/// How long a flush waits for writes already on their way to commit, so that one flush covers
+/// them too (PostgreSQL's `commit_delay`, applied only while another writer is in flight: a lone
+/// writer never waits).
+const GATHER: Duration = Duration::from_micros(100);
+
+/// A write on its way to commit, counted until it commits (or fails), so a flush starting
+/// meanwhile can wait for it briefly. A group's leader counts for every batch in its group.
+pub(super) struct Arrival<'a> {
+    gate: &'a DurableGate,
+    n: usize,
+}
+
+impl Arrival<'_> {
+    /// The leader also commits `n` batches of callers that arrived on their own.
+    pub(super) fn take_over(&mut self, n: usize) {
+        self.n += n;
+    }
+
+    /// Another leader committed this batch (and counted it).
+    pub(super) fn handed_over(mut self) {
+        self.n = 0;
+    }
+}
+
+impl Drop for Arrival<'_> {
+    fn drop(&mut self) {
+        self.gate.arriving.fetch_sub(self.n, Ordering::AcqRel);
+    }
 }
 
 impl DurableGate {
     pub(super) fn commits(&self) -> u64 {
         self.committed.load(Ordering::Acquire)
+    }
+
+    pub(super) fn arrive(&self) -> Arrival<'_> {
+        self.arriving.fetch_add(1, Ordering::AcqRel);
+        Arrival { gate: self, n: 1 }
     }
 
     /// Counts a commit; returns its number.
@@ -108,6 +146,10 @@ impl DurableGate {
         let mut durable = self.durable.lock();
         if *durable >= seq {
             return Ok(());
+        }
+        let deadline = Instant::now() + GATHER;
+        while self.arriving.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            std::thread::yield_now();
         }
         // Every commit numbered up to here reserved its log space before this flush starts.
         let target = self.committed.load(Ordering::Acquire);

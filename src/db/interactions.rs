@@ -9,7 +9,7 @@ use super::validate::{validate_interactions, validate_key};
 use super::Db;
 use crate::derived::{Derived, Effects};
 use crate::store::records::{self, EntryRecord, StoredHistory};
-use crate::store::{append_history, keys, Reason, StaleRecord, TreeId};
+use crate::store::{append_history, keys, may_touch_chunks, Reason, StaleRecord, TreeId};
 use crate::{Error, History, HistoryEntry, Interaction, Result};
 
 /// Distinct interaction kinds a database accepts (the table is stored in one meta record).
@@ -35,9 +35,12 @@ impl Db {
     pub fn record_interactions(&self, events: &[Interaction]) -> Result<()> {
         validate_interactions(events, &self.inner.config.limits)?;
         self.inner.poison.check()?;
+        let mut arrival = self.inner.durable.arrive();
         if let Some(writer) = self.inner.writer.try_lock() {
             let others = self.inner.group.drain();
+            arrival.take_over(others.len());
             let (mut results, seq) = self.commit_group(Some(events), &others);
+            drop(arrival);
             drop(writer);
             let mine = results.remove(0);
             return self.finish_group(mine, seq, &others, results);
@@ -48,11 +51,14 @@ impl Db {
         if !pending.taken() {
             // Nobody took our batch: lead the next group (ours is in it).
             let group = self.inner.group.drain();
+            arrival.take_over(group.len().saturating_sub(1));
             let (results, seq) = self.commit_group(None, &group);
+            drop(arrival);
             drop(writer);
             let _ = self.finish_group(Ok(()), seq, &group, results);
         } else {
             drop(writer);
+            arrival.handed_over();
         }
         pending.wait()
     }
@@ -219,6 +225,28 @@ impl Db {
         }
     }
 
+    /// Whether any user's append in the group can read or write a history chunk.
+    fn group_may_touch_chunks(
+        &self,
+        batches: &[Option<Resolved>],
+        limit: usize,
+        chunk: usize,
+    ) -> Result<bool> {
+        let mut per_user: HashMap<&str, (usize, i64)> = HashMap::new();
+        for (user, entries) in batches.iter().flatten().flat_map(|b| &b.users) {
+            let slot = per_user.entry(user).or_insert((0, i64::MAX));
+            slot.0 += entries.len();
+            slot.1 = entries.iter().map(|e| e.timestamp).fold(slot.1, i64::min);
+        }
+        for (user, (count, oldest)) in per_user {
+            let head = self.inner.store.get(TreeId::Histories, user.as_bytes())?;
+            if may_touch_chunks(head.as_deref(), count, oldest, limit, chunk) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// One transaction appending every resolved batch, in order; `culprit` names the batch
     /// whose records made it abort.
     fn commit_resolved(
@@ -230,79 +258,76 @@ impl Db {
         let history_limit = self.inner.config.limits.history_limit;
         let chunk = self.inner.store.history_chunk;
         let enqueued_at_ms = super::refresh::now_ms();
-        self.commit_locked(
-            &[
-                TreeId::Meta,
-                TreeId::Histories,
-                TreeId::HistoryChunks,
-                TreeId::Popular,
-                TreeId::Stale,
-            ],
-            &(),
-            |tx, derived, _| {
-                // Update trigger (invariant 4): once a model was attached, a history change
-                // queues the user in the same transaction.
-                let trigger = derived.model_id.is_some();
-                let mut queued = Vec::new();
-                let mut counts = tx.counts()?;
-                let mut deltas: HashMap<u64, i64> = HashMap::new();
-                for (b, batch) in batches.iter().enumerate() {
-                    let Some(batch) = batch else { continue };
-                    culprit.set(Some(b));
-                    for (i, (user, entries)) in batch.users.iter().enumerate() {
-                        let out =
-                            append_history(tx, user.as_bytes(), entries, history_limit, chunk)?;
-                        for e in entries {
-                            *deltas.entry(e.item_id).or_default() += 1;
-                        }
-                        for id in &out.evicted {
-                            *deltas.entry(*id).or_default() -= 1;
-                        }
-                        counts.users += out.new_user as u64;
-                        counts.recorded += entries.len() as u64;
-                        counts.interactions =
-                            counts.interactions + entries.len() as u64 - out.evicted.len() as u64;
-                        if trigger {
-                            let seq = batch.base_seq + i as u64;
-                            let stale = StaleRecord {
-                                seq,
-                                history_version: out.version,
-                                enqueued_at_ms,
-                                reason: Reason::History,
-                            };
-                            tx.insert(TreeId::Stale, user.as_bytes(), stale.encode())?;
-                            queued.push((Arc::clone(user), seq));
-                        }
+        // Only the trees this group can touch (the writer lock keeps the heads as read here).
+        let mut trees = vec![TreeId::Meta, TreeId::Histories, TreeId::Popular];
+        if self.inner.derived.read().model_id.is_some() {
+            trees.push(TreeId::Stale);
+        }
+        if self.group_may_touch_chunks(batches, history_limit, chunk)? {
+            trees.push(TreeId::HistoryChunks);
+        }
+        self.commit_locked(&trees, &(), |tx, derived, _| {
+            // Update trigger (invariant 4): once a model was attached, a history change
+            // queues the user in the same transaction.
+            let trigger = derived.model_id.is_some();
+            let mut queued = Vec::new();
+            let mut counts = tx.counts()?;
+            let mut deltas: HashMap<u64, i64> = HashMap::new();
+            for (b, batch) in batches.iter().enumerate() {
+                let Some(batch) = batch else { continue };
+                culprit.set(Some(b));
+                for (i, (user, entries)) in batch.users.iter().enumerate() {
+                    let out = append_history(tx, user.as_bytes(), entries, history_limit, chunk)?;
+                    for e in entries {
+                        *deltas.entry(e.item_id).or_default() += 1;
+                    }
+                    for id in &out.evicted {
+                        *deltas.entry(*id).or_default() -= 1;
+                    }
+                    counts.users += out.new_user as u64;
+                    counts.recorded += entries.len() as u64;
+                    counts.interactions =
+                        counts.interactions + entries.len() as u64 - out.evicted.len() as u64;
+                    if trigger {
+                        let seq = batch.base_seq + i as u64;
+                        let stale = StaleRecord {
+                            seq,
+                            history_version: out.version,
+                            enqueued_at_ms,
+                            reason: Reason::History,
+                        };
+                        tx.insert(TreeId::Stale, user.as_bytes(), stale.encode())?;
+                        queued.push((Arc::clone(user), seq));
                     }
                 }
-                culprit.set(None);
-                let mut effects = Effects {
-                    queued,
-                    ..Effects::default()
-                };
-                for (item_id, delta) in deltas {
-                    if delta == 0 {
-                        continue;
-                    }
-                    let count = tx.popular(item_id)?;
-                    let new = count.checked_add_signed(delta).ok_or_else(|| {
-                        Error::corruption(
-                            "popular",
-                            &keys::item_id(item_id),
-                            "count would go negative",
-                        )
-                    })?;
-                    tx.set_popular(item_id, new)?;
-                    effects.counts.push((item_id, new));
+            }
+            culprit.set(None);
+            let mut effects = Effects {
+                queued,
+                ..Effects::default()
+            };
+            for (item_id, delta) in deltas {
+                if delta == 0 {
+                    continue;
                 }
-                if kinds.len() != derived.kinds.len() {
-                    tx.insert(TreeId::Meta, keys::META_KINDS, records::encode_kinds(kinds))?;
-                    effects.kinds = Some(kinds.to_vec());
-                }
-                tx.set_counts(&counts)?;
-                Ok(((), effects))
-            },
-        )
+                let count = tx.popular(item_id)?;
+                let new = count.checked_add_signed(delta).ok_or_else(|| {
+                    Error::corruption(
+                        "popular",
+                        &keys::item_id(item_id),
+                        "count would go negative",
+                    )
+                })?;
+                tx.set_popular(item_id, new)?;
+                effects.counts.push((item_id, new));
+            }
+            if kinds.len() != derived.kinds.len() {
+                tx.insert(TreeId::Meta, keys::META_KINDS, records::encode_kinds(kinds))?;
+                effects.kinds = Some(kinds.to_vec());
+            }
+            tx.set_counts(&counts)?;
+            Ok(((), effects))
+        })
         .map(|((), seq)| seq)
     }
 

@@ -182,9 +182,12 @@ impl Db {
     ) -> Result<T> {
         self.inner.poison.check()?;
         let (out, seq) = {
+            let arrival = self.inner.durable.arrive();
             let _writer = self.inner.writer.lock();
             let prepared = prepare()?;
-            self.commit_locked(trees, &prepared, f)?
+            let committed = self.commit_locked(trees, &prepared, f);
+            drop(arrival);
+            committed?
         };
         self.make_durable(seq)?;
         Ok(out)

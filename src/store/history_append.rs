@@ -193,6 +193,27 @@ pub(crate) fn append(
     })
 }
 
+/// Whether appending `count` entries, the oldest at `oldest_ts`, to the history whose head is
+/// `head` can read or write a chunk (a freeze, the cap, a late arrival). Conservative: a head
+/// that does not parse says yes, and the transaction then reports it. Lets the write path leave
+/// the chunk tree out of most transactions (sled's cost grows with the trees in one).
+pub(crate) fn may_touch_chunks(
+    head: Option<&[u8]>,
+    count: usize,
+    oldest_ts: i64,
+    limit: usize,
+    chunk: usize,
+) -> bool {
+    let Some(bytes) = head else {
+        return count >= chunk;
+    };
+    let Ok(view) = HistoryView::parse(b"", bytes) else {
+        return true;
+    };
+    view.tail().len() + count >= chunk
+        || (view.chunks() > 0 && (oldest_ts < view.frozen_ts() || view.len() + count > limit))
+}
+
 /// Moves full chunks from the front of `tail` into new chunks after the newest one. (With a
 /// history limit below the chunk size the capped tail never fills: no chunk is ever written.)
 fn freeze(head: &mut HeadRecord, tail: &mut Vec<EntryRecord>, chunks: &mut Chunks<'_, '_>) {

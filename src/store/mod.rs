@@ -30,7 +30,7 @@ pub(crate) fn check_header_bytes(bytes: &[u8]) -> Result<u32> {
     header::check_header(std::path::Path::new("(fuzz)"), bytes)
 }
 pub(crate) use ann_record::{AnnManifest, DumpFile};
-pub(crate) use history_append::append as append_history;
+pub(crate) use history_append::{append as append_history, may_touch_chunks};
 pub(crate) use history_chunks::parse_chunk_key;
 pub(crate) use history_record::MAX_CHUNK;
 pub(crate) use open::open_store;
