@@ -88,12 +88,20 @@ impl GroupQueue {
 pub(super) struct DurableGate {
     /// Commits so far (bumped under the writer lock after each committed transaction).
     committed: AtomicU64,
-    /// The highest commit number known to be on disk; the lock is held while flushing.
-    durable: Mutex<u64>,
+    /// Whether a flush runs, and the highest commit number known to be on disk.
+    state: Mutex<FlushState>,
+    /// Signalled when a flush ends.
+    flushed: Condvar,
     /// Flushes run to make writes durable.
     pub(super) flushes: AtomicU64,
     /// Writes started and not yet committed (`Arrival`).
     arriving: AtomicUsize,
+}
+
+#[derive(Default)]
+struct FlushState {
+    flushing: bool,
+    durable: u64,
 }
 
 /// How long a flush waits for writes already on their way to commit, so that one flush covers
@@ -141,11 +149,22 @@ impl DurableGate {
         self.committed.fetch_add(1, Ordering::AcqRel) + 1
     }
 
-    /// Makes commit `seq` durable with `flush`, unless a flush since it already did.
+    /// Makes commit `seq` durable with `flush`, unless a flush since it already did. While a
+    /// flush runs, later writers wait for it to end: those it covered return at once, and one
+    /// of the others runs the next flush for all of them.
     pub(super) fn make_durable(&self, seq: u64, flush: impl FnOnce() -> Result<()>) -> Result<()> {
-        let mut durable = self.durable.lock();
-        if *durable >= seq {
-            return Ok(());
+        {
+            let mut st = self.state.lock();
+            loop {
+                if st.durable >= seq {
+                    return Ok(());
+                }
+                if !st.flushing {
+                    st.flushing = true;
+                    break;
+                }
+                self.flushed.wait(&mut st);
+            }
         }
         let deadline = Instant::now() + GATHER;
         while self.arriving.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
@@ -154,9 +173,14 @@ impl DurableGate {
         // Every commit numbered up to here reserved its log space before this flush starts.
         let target = self.committed.load(Ordering::Acquire);
         self.flushes.fetch_add(1, Ordering::Relaxed);
-        flush()?;
-        *durable = target;
-        Ok(())
+        let result = flush();
+        let mut st = self.state.lock();
+        st.flushing = false;
+        if result.is_ok() {
+            st.durable = st.durable.max(target);
+        }
+        self.flushed.notify_all();
+        result
     }
 }
 
