@@ -222,7 +222,8 @@ impl Config {
         self
     }
 
-    /// Background refresh workers, each owning an ONNX Runtime session (default 1, at most 64).
+    /// Background refresh workers, each owning an ONNX Runtime session (default: one per core,
+    /// [`crate::default_workers`]; at most 64).
     /// 0 starts no threads: queued users are refreshed by `wait_idle` and `refresh_now` on the
     /// caller's thread.
     pub fn refresh_workers(mut self, n: usize) -> Self {

@@ -45,7 +45,7 @@ pub use interaction::{History, HistoryEntry, Interaction};
 pub use item::Item;
 pub use model::{ExecutionProvider, ModelInfo, ModelOptions};
 pub use recommendation::{ListStamps, Recommendation, ScoredItem, Source};
-pub use refresh::{LagSummary, RefreshParams, RefreshStats};
+pub use refresh::{default_workers, LagSummary, RefreshParams, RefreshStats};
 pub use sid::{
     Encoder, EncoderLayer, SidInfo, SidStats, TokenizeOptions, TrainProgress, MAX_CODES, MAX_LEVELS,
 };

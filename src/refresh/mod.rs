@@ -17,7 +17,7 @@ pub(crate) mod queue;
 
 pub(crate) use counters::Counters;
 pub use counters::{LagSummary, RefreshStats};
-pub use params::RefreshParams;
+pub use params::{default_workers, RefreshParams};
 pub(crate) use queue::{Outcome, Queue};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -6,8 +6,12 @@ use crate::{Error, Result};
 /// Settings of the refresh pipeline (see `Config::refresh_workers` and friends).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RefreshParams {
-    /// Background workers, each with its own ONNX Runtime session (default 1; 0: no background
-    /// threads, lists are refreshed by `refresh_now` and `wait_idle` on the caller's thread).
+    /// Background workers, each with its own ONNX Runtime session (default: one per core,
+    /// [`default_workers`]; 0: no background threads, lists are refreshed by `refresh_now` and
+    /// `wait_idle` on the caller's thread). Each session runs single-threaded by default
+    /// (`ModelOptions::intra_threads`, 1), so workers x intra-op threads = cores: the pool never
+    /// oversubscribes the machine, and two single-threaded sessions measured 1.3-1.8x the
+    /// users/s of one on 2 cores (docs/benchmarks.md, issue 15).
     pub workers: usize,
     /// Most users in one batch through the model (default 4). Batches grow towards it as the
     /// queue grows: backpressure by batching, never by dropping work. On CPU, small batches
@@ -20,10 +24,17 @@ pub struct RefreshParams {
     pub cache_k: usize,
 }
 
+/// The default number of refresh workers: the cores this process may use
+/// (`std::thread::available_parallelism`, which honours CPU affinity and cgroup quotas), at
+/// most 8; 1 when it cannot be read.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+}
+
 impl Default for RefreshParams {
     fn default() -> Self {
         RefreshParams {
-            workers: 1,
+            workers: default_workers(),
             max_batch: 4,
             cache_k: 20,
         }

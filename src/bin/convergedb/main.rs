@@ -75,8 +75,8 @@ enum Command {
         /// Items per recommendation.
         #[arg(short, long, default_value_t = 10)]
         k: usize,
-        /// Background refresh workers.
-        #[arg(long, default_value_t = 1)]
+        /// Background refresh workers (default: one per core).
+        #[arg(long, default_value_t = convergedb::RefreshParams::default().workers)]
         workers: usize,
         /// First compute every user's list (wait for the queue to drain) before streaming.
         #[arg(long)]
