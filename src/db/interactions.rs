@@ -132,6 +132,19 @@ impl Db {
                     Some(i) if !matches!(e, Error::Storage(_)) => {
                         resolved[i] = None;
                         results[i] = Some(Err(e));
+                        // The failed batch's new kinds must not be stored: resolve the rest anew.
+                        kinds = self.inner.derived.read().kinds.clone();
+                        for (j, b) in batches.iter().enumerate() {
+                            if resolved[j].is_some() {
+                                match self.resolve_batch(b, &mut kinds) {
+                                    Ok(r) => resolved[j] = Some(r),
+                                    Err(e) => {
+                                        resolved[j] = None;
+                                        results[j] = Some(Err(e));
+                                    }
+                                }
+                            }
+                        }
                     }
                     _ => {
                         let inside: Vec<usize> = (0..resolved.len())
@@ -380,5 +393,52 @@ impl Db {
             recorded: rec.recorded(),
             entries,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Config, Item};
+
+    /// A group whose second batch meets a damaged history: that batch fails alone, with the
+    /// corruption; the first lands; the damaged batch's new kind is not stored.
+    #[test]
+    fn a_batch_with_a_damaged_history_fails_alone_in_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Config::new(dir.path()).refresh_workers(0).open().unwrap();
+        db.put_items(&[Item::new("a")]).unwrap();
+        db.record_interactions(&[Interaction::new("bad", "a", 1)])
+            .unwrap();
+        db.inner
+            .store
+            .tree(TreeId::Histories)
+            .insert("bad", &[2u8, 0, 0][..])
+            .unwrap();
+        let good = [Interaction::new("good", "a", 1).kind("view")];
+        let damaged = Pending::new(vec![Interaction::new("bad", "a", 2).kind("buy")]);
+        let late = Pending::new(vec![Interaction::new("good", "a", 3)]);
+        let unknown = Pending::new(vec![Interaction::new("good", "nope", 4)]);
+        let queued = [damaged, late, unknown];
+        let writer = db.inner.writer.lock();
+        let (results, seq) = db.commit_group(Some(&good), &queued);
+        assert!(seq.is_some());
+        assert!(results[0].is_ok() && results[2].is_ok());
+        assert!(
+            matches!(
+                &results[1],
+                Err(Error::Corruption {
+                    tree: "histories",
+                    ..
+                })
+            ),
+            "{:?}",
+            results[1]
+        );
+        assert!(matches!(&results[3], Err(Error::UnknownItem { .. })));
+        drop(writer);
+        let h = db.history("good").unwrap();
+        assert_eq!((h.entries.len(), h.version), (2, 2));
+        assert_eq!(db.stats().unwrap().kinds, vec!["view".to_string()]);
     }
 }
