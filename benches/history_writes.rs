@@ -131,7 +131,7 @@ fn main() {
 
     // 2. Sync: 1 writer vs 4 writers.
     let mut sync_rows = Vec::new();
-    for writers in [1usize, 4] {
+    for writers in [1usize, 4, 16] {
         let db = Config::new(work.path().join(format!("sync{writers}")))
             .durability(Durability::Sync)
             .open()
