@@ -4,7 +4,7 @@
 //! 1. One interaction per `record_interactions` call (Buffered), p50/p99, for a user with 10
 //!    entries and a user at the 10,000-entry cap, interleaved; against a raw sled insert of the
 //!    user's head record (the bytes the append rewrites) and of one 24-byte event.
-//! 2. Sync calls/s and p99 with 1 and with 4 writer threads.
+//! 2. Sync calls/s and p99 with 1, 4 and 16 writer threads.
 //! 3. Disk per interaction after 1,000,000 events over 100 heavy users, against a raw sled
 //!    append of the same events (one key per event).
 
@@ -172,10 +172,12 @@ fn main() {
     }
     let ratio = sync_rows[1]["calls_per_s"].as_f64().unwrap()
         / sync_rows[0]["calls_per_s"].as_f64().unwrap();
-    println!("  4 writers / 1 writer: {ratio:.2}x");
+    let ratio16 = sync_rows[2]["calls_per_s"].as_f64().unwrap()
+        / sync_rows[0]["calls_per_s"].as_f64().unwrap();
+    println!("  4 writers / 1 writer: {ratio:.2}x; 16 writers / 1 writer: {ratio16:.2}x");
     report.insert(
         "sync".into(),
-        json!({"rows": sync_rows, "four_over_one": ratio}),
+        json!({"rows": sync_rows, "four_over_one": ratio, "sixteen_over_one": ratio16}),
     );
 
     // 3. Disk per interaction: 1,000,000 events over 100 heavy users, vs raw per-event keys.
