@@ -169,9 +169,20 @@ impl Db {
         let derived = self.inner.derived.read();
         let mut scratch: Option<Vec<String>> = None;
         let mut item_ids: HashMap<&str, u64> = HashMap::new();
+        // Users in first-seen order, each with its events in arrival order: items are resolved
+        // and kinds interned in that order (it decides which error a bad batch reports and the
+        // codes new kinds get).
         let mut index: HashMap<&str, usize> = HashMap::new();
-        let mut users: Vec<(Arc<str>, Vec<EntryRecord>)> = Vec::new();
+        let mut by_user: Vec<Vec<&Interaction>> = Vec::new();
         for e in events {
+            let at = *index.entry(e.user.as_str()).or_insert_with(|| {
+                by_user.push(Vec::new());
+                by_user.len() - 1
+            });
+            by_user[at].push(e);
+        }
+        let mut users: Vec<(Arc<str>, Vec<EntryRecord>)> = Vec::with_capacity(by_user.len());
+        for e in by_user.iter().flatten() {
             let item_id = match item_ids.get(e.item.as_str()) {
                 Some(id) => *id,
                 None => {
@@ -200,11 +211,13 @@ impl Db {
                     }
                 }
             };
-            let at = *index.entry(e.user.as_str()).or_insert_with(|| {
+            if users.last().is_none_or(|(u, _)| **u != *e.user) {
                 users.push((Arc::from(e.user.as_str()), Vec::new()));
-                users.len() - 1
-            });
-            users[at].1.push(EntryRecord {
+            }
+            let Some((_, entries)) = users.last_mut() else {
+                continue;
+            };
+            entries.push(EntryRecord {
                 item_id,
                 timestamp: e.timestamp,
                 kind,
