@@ -50,6 +50,7 @@ pub struct Config {
     pub(crate) ann_maintain: Vec<String>,
     pub(crate) ann_vector: Option<String>,
     pub(crate) refresh: RefreshParams,
+    pub(crate) accept_lost_writes: bool,
 }
 
 /// Input limits. Every one is checked on every public entry point.
@@ -78,6 +79,9 @@ impl Default for Limits {
     }
 }
 
+/// The smallest page cache accepted (sled 0.34 panics on a cache of 0 bytes).
+pub(crate) const MIN_CACHE_CAPACITY: u64 = 1024 * 1024;
+
 /// The largest history limit a database accepts: bounds the size of one history record.
 pub(crate) const MAX_HISTORY_LIMIT: usize = 1_000_000;
 
@@ -96,7 +100,21 @@ impl Config {
             ann_maintain: Vec::new(),
             ann_vector: None,
             refresh: RefreshParams::default(),
+            accept_lost_writes: false,
         }
+    }
+
+    /// Open even when acknowledged writes are missing (default: false).
+    ///
+    /// Every flush that acknowledges writes (a `Durability::Sync` write, [`Db::flush`]) records
+    /// its commit number in `convergedb.ack`, outside the storage engine's log. When the log was
+    /// damaged and recovery came back without some of those writes, `open` fails with
+    /// [`Error::LostWrites`]. With `true`, such an open goes on with what was recovered, and the
+    /// record is rewritten to match it (a damaged `convergedb.ack` is rewritten too). Restoring
+    /// a backup is the alternative that loses nothing.
+    pub fn accept_lost_writes(mut self, yes: bool) -> Self {
+        self.accept_lost_writes = yes;
+        self
     }
 
     /// Create the database when the directory does not exist or is empty (default: true).
@@ -111,7 +129,7 @@ impl Config {
         self
     }
 
-    /// Size of sled's page cache in bytes (default: 64 MiB).
+    /// Size of sled's page cache in bytes (default: 64 MiB; at least 1 MiB).
     pub fn cache_capacity_bytes(mut self, bytes: u64) -> Self {
         self.cache_capacity_bytes = bytes;
         self
@@ -236,6 +254,15 @@ impl Config {
     pub(crate) fn validate(&self) -> Result<()> {
         let l = &self.limits;
         let bad = |what: &str| Err(Error::InvalidArgument(what.to_string()));
+        if self.cache_capacity_bytes < MIN_CACHE_CAPACITY {
+            return Err(Error::InvalidArgument(format!(
+                "cache_capacity_bytes = {} is below the minimum of {MIN_CACHE_CAPACITY} bytes (1 MiB)",
+                self.cache_capacity_bytes
+            )));
+        }
+        if self.path.as_os_str().is_empty() {
+            return bad("the database path is empty: name a directory");
+        }
         if l.max_batch == 0 {
             return bad("max_batch must be at least 1");
         }

@@ -169,6 +169,18 @@ pub enum Error {
         /// The newest version this build reads.
         supported: u32,
     },
+    /// Writes that were acknowledged as durable (a `Sync` write, or a flush) are missing after
+    /// recovery: the storage engine's log was damaged and its recovery stopped before them.
+    /// Restore a backup, or open with `Config::accept_lost_writes(true)` to go on without them.
+    #[error("{path}: {missing} acknowledged commits are missing (commit {acknowledged} was acknowledged as durable, but recovery ended at commit {recovered}): the storage engine's log is damaged. Restore a backup, or accept the loss and go on with what was recovered: Config::accept_lost_writes(true), CLI --accept-lost-writes, C API convergedb_options.accept_lost_writes = true", missing = .acknowledged - .recovered)]
+    LostWrites {
+        /// The database directory.
+        path: PathBuf,
+        /// The last commit acknowledged as durable (from `convergedb.ack`).
+        acknowledged: u64,
+        /// The last commit the storage engine recovered.
+        recovered: u64,
+    },
     /// A stored record could not be decoded. The database files are damaged: restore a backup.
     #[error("corrupt record in tree {tree:?} at key {key}: {reason}")]
     Corruption {

@@ -146,9 +146,10 @@ impl Db {
         &self.inner.config.limits
     }
 
+    /// Flushes and records the flushed commits as acknowledged (`convergedb.ack`); a failure
+    /// poisons the handle.
     fn flush_store(&self) -> Result<()> {
-        if let Err(e) = self.inner.store.db.flush() {
-            let err = Error::Storage(e);
+        if let Err(err) = self.inner.store.flush_acked() {
             self.inner.poison.set(&err);
             return Err(err);
         }

@@ -1,9 +1,11 @@
 //! Opening the sled files: path checks, the schema header, first-time initialisation.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
+use super::commit::{stored_commit, AckFile};
 use super::header::{check_header, encode_header, FORMAT_VERSION, HEADER_KEY};
+use super::leftovers::remove_failed_snapshots;
+use super::quiet_panic::quietly;
 use super::records::Counts;
 use super::{Store, TreeId};
 use crate::config::Durability;
@@ -15,6 +17,11 @@ const SLED_MARKERS: [&str; 2] = ["conf", "db"];
 pub(crate) fn open_store(config: &Config) -> Result<Store> {
     let path = config.path.as_path();
     check_directory(path, config.create_if_missing)?;
+    // A snapshot a full disk left half-written would fail every open (`leftovers.rs`).
+    remove_failed_snapshots(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
 
     let mut sled_config = sled::Config::new()
         .path(path)
@@ -24,8 +31,9 @@ pub(crate) fn open_store(config: &Config) -> Result<Store> {
         Durability::Buffered { flush_every_ms } => sled_config.flush_every_ms(Some(flush_every_ms)),
         Durability::Sync => sled_config.flush_every_ms(None),
     };
-    // sled can panic on some damaged files; a damaged file must be an error, never a crash.
-    let db = match catch_unwind(AssertUnwindSafe(|| open_waiting_for_lock(&sled_config))) {
+    // sled can panic on some damaged files; a damaged file must be an error, never a crash, and
+    // nothing may reach the host's stderr (`quiet_panic.rs`).
+    let db = match quietly(|| open_waiting_for_lock(&sled_config)) {
         Ok(Ok(db)) => db,
         Ok(Err(sled::Error::Io(e))) if e.to_string().contains("could not acquire lock") => {
             return Err(Error::InUse {
@@ -41,12 +49,34 @@ pub(crate) fn open_store(config: &Config) -> Result<Store> {
             ))
         }
     };
-    let trees = TreeId::ALL
-        .iter()
-        .map(|t| db.open_tree(t.name()))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let store = Store { db, trees };
-    init_or_check_header(&store, path)?;
+    let trees = match quietly(|| {
+        TreeId::ALL
+            .iter()
+            .map(|t| db.open_tree(t.name()))
+            .collect::<std::result::Result<Vec<_>, _>>()
+    }) {
+        Ok(trees) => trees?,
+        Err(_) => {
+            return Err(Error::corruption(
+                "(sled)",
+                path.to_string_lossy().as_bytes(),
+                "the storage engine panicked while opening its trees",
+            ))
+        }
+    };
+    let needs_init = check_header_or_empty(&db, &trees, path)?;
+    // Acknowledged writes sled's recovery dropped (`commit.rs`).
+    let recovered = stored_commit(&trees[TreeId::Meta as usize])?;
+    let ack = AckFile::open(path, recovered, config.accept_lost_writes)?;
+    let store = Store {
+        db,
+        trees,
+        ack,
+        last_commit: std::sync::atomic::AtomicU64::new(recovered),
+    };
+    if needs_init {
+        initialise(&store)?;
+    }
     Ok(store)
 }
 
@@ -112,29 +142,34 @@ fn check_directory(path: &Path, create_if_missing: bool) -> Result<()> {
     }
 }
 
-fn init_or_check_header(store: &Store, path: &Path) -> Result<()> {
-    let meta = store.tree(TreeId::Meta);
+/// Checks the schema header; `Ok(true)` when there is none and the database is empty (to be
+/// initialised).
+fn check_header_or_empty(db: &sled::Db, trees: &[sled::Tree], path: &Path) -> Result<bool> {
+    let meta = &trees[TreeId::Meta as usize];
     if let Some(bytes) = meta.get(HEADER_KEY)? {
         check_header(path, &bytes)?;
-        return Ok(());
+        return Ok(false);
     }
     // No header: only a database that holds nothing at all may be initialised.
-    let holds_data = !store.db.is_empty()
-        || store.trees.iter().any(|t| !t.is_empty())
-        || store.db.tree_names().iter().any(|n| !is_known_tree(n));
+    let holds_data = !db.is_empty()
+        || trees.iter().any(|t| !t.is_empty())
+        || db.tree_names().iter().any(|n| !is_known_tree(n));
     if holds_data {
         return Err(Error::NotADatabase {
             path: path.to_path_buf(),
             reason: "a sled database without a convergedb schema header".into(),
         });
     }
+    Ok(true)
+}
+
+fn initialise(store: &Store) -> Result<()> {
     store.transact(&[TreeId::Meta], |tx| {
         tx.insert(TreeId::Meta, HEADER_KEY, encode_header(FORMAT_VERSION))?;
         tx.set_counts(&Counts::initial())?;
         Ok(())
     })?;
-    store.db.flush()?;
-    Ok(())
+    store.flush_acked()
 }
 
 fn is_known_tree(name: &[u8]) -> bool {
