@@ -330,11 +330,12 @@ fn record(db: &convergedb::Db, range: std::ops::Range<usize>) {
     }
 }
 
-#[test]
-fn restored_old_files_are_refused_with_lost_writes() {
-    let root = common::tempdir();
-    let dir = root.path().join("db");
-    let old = root.path().join("old");
+/// A database in `root/old` whose storage files are from after 10 acknowledged interactions
+/// and whose `convergedb.ack` is from after 25: exactly what a recovery that dropped the newest
+/// 15 commits leaves.
+fn restored_old_files(root: &Path) -> PathBuf {
+    let dir = root.join("db");
+    let old = root.join("old");
     let db = Config::new(&dir)
         .durability(Durability::Sync)
         .open()
@@ -350,10 +351,14 @@ fn restored_old_files_are_refused_with_lost_writes() {
         .unwrap();
     record(&db, 10..25);
     db.close().unwrap();
-    // sled's files from after 10 writes, the acknowledgement record from after 25: exactly what
-    // a recovery that dropped the newest 15 commits leaves.
     std::fs::copy(dir.join("convergedb.ack"), old.join("convergedb.ack")).unwrap();
+    old
+}
 
+#[test]
+fn restored_old_files_are_refused_with_lost_writes() {
+    let root = common::tempdir();
+    let old = restored_old_files(root.path());
     let err = Config::new(&old).open().unwrap_err();
     match &err {
         Error::LostWrites {
@@ -413,4 +418,37 @@ fn a_damaged_ack_file_is_refused_until_accepted() {
     assert!(db.get_item("a").is_ok());
     db.close().unwrap();
     Config::new(&dir).open().unwrap().close().unwrap();
+}
+
+#[test]
+fn the_cli_refuses_then_accepts_lost_writes() {
+    let root = common::tempdir();
+    let old = restored_old_files(root.path());
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_convergedb"))
+            .arg("--db")
+            .arg(&old)
+            .args(extra)
+            .arg("stats")
+            .output()
+            .unwrap()
+    };
+    let refused = run(&[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success(),
+        "stats opened a database with lost writes"
+    );
+    assert!(
+        stderr.contains("15 acknowledged commits are missing")
+            && stderr.contains("--accept-lost-writes"),
+        "unexpected stderr: {stderr}"
+    );
+    let accepted = run(&["--accept-lost-writes"]);
+    assert!(
+        accepted.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+    assert!(run(&[]).status.success(), "the record was not rewritten");
 }

@@ -28,6 +28,7 @@ pub(crate) fn run(cli: Cli) -> CliResult {
         .durability(durability)
         .refresh_workers(workers)
         .create_if_missing(creates)
+        .accept_lost_writes(cli.accept_lost_writes)
         .open()?;
     let code = match cli.command {
         Command::Import {

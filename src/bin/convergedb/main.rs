@@ -22,6 +22,10 @@ struct Cli {
     /// When writes reach the disk.
     #[arg(long, global = true, value_enum, default_value_t = DurabilityArg::Buffered)]
     durability: DurabilityArg,
+    /// Open even when writes acknowledged as durable are missing after recovery (the storage
+    /// engine's log was damaged): go on with what was recovered (see docs/design.md).
+    #[arg(long, global = true)]
+    accept_lost_writes: bool,
     #[command(subcommand)]
     command: Command,
 }
