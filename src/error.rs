@@ -21,14 +21,16 @@ pub enum Error {
         what: &'static str,
     },
     /// A key or text field is longer than the configured limit.
-    #[error("{what} is {len} bytes, over the limit of {max} bytes")]
+    #[error("{what} is {len} {unit}, over the limit of {max} {unit}")]
     TooLong {
         /// Which field.
         what: String,
-        /// Its length in bytes.
+        /// Its length (in `unit`).
         len: usize,
-        /// The configured limit.
+        /// The configured limit (in `unit`).
         max: usize,
+        /// What `len` and `max` count: `"bytes"`, or `"entries"` for the attribute list.
+        unit: &'static str,
     },
     /// A vector does not have the dimension fixed for its name (by the first vector stored under
     /// that name, or by `Config::vector`). Re-embed with the right model or use another name.
