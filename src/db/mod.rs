@@ -12,6 +12,7 @@
 mod ann;
 mod ann_check;
 mod check;
+mod check_values;
 mod embed;
 mod generate;
 mod interactions;
