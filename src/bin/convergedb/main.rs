@@ -89,7 +89,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Counts and settings.
+    /// Counts and settings. Like every command, opening the database first repairs what can be
+    /// rebuilt: an ANN dump that fails its checksum is rebuilt from the store and rewritten, and
+    /// empty leftover snapshot files of a failed write are removed (docs/design.md, "Opening").
     Stats {
         /// Print JSON.
         #[arg(long)]
@@ -120,7 +122,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Generate recommendations for a user with a model bundle (runs the LLM now).
+    /// Generate recommendations for a user with a model bundle (runs the LLM now). Attaching
+    /// records the bundle's model id in the database (cached lists of another model become
+    /// stale and their users are queued); no cached list is refreshed by this command.
     Generate {
         /// The user's key.
         user: String,
