@@ -14,6 +14,7 @@ mod ann_check;
 mod check;
 mod check_values;
 mod embed;
+mod flusher;
 mod generate;
 mod interactions;
 mod items;
@@ -68,6 +69,8 @@ struct Inner {
     ann: RwLock<HashMap<String, AnnSlot>>,
     /// The refresh queue and what its threads share (`refresh_pool.rs`).
     refresh: Arc<Refresh>,
+    /// When the last completed flush started: the Buffered loss bound (`flusher.rs`).
+    flush_clock: flusher::FlushClock,
 }
 
 impl std::fmt::Debug for Db {
@@ -101,10 +104,15 @@ impl Db {
                 model: RwLock::new(None),
                 ann: RwLock::new(HashMap::new()),
                 refresh,
+                flush_clock: flusher::FlushClock::new(),
             }),
         };
         db.declare_vectors()?;
         db.ann_open()?;
+        flusher::start(&db).map_err(|e| Error::Io {
+            path: db.inner.config.path.clone(),
+            source: e,
+        })?;
         refresh_pool::start(&db).map_err(|e| Error::Io {
             path: db.inner.config.path.clone(),
             source: e,
@@ -150,7 +158,7 @@ impl Db {
     /// Flushes and records the flushed commits as acknowledged (`convergedb.ack`); a failure
     /// poisons the handle.
     fn flush_store(&self) -> Result<()> {
-        if let Err(err) = self.inner.store.flush_acked() {
+        if let Err(err) = self.timed_flush(|| self.inner.store.flush_acked()) {
             self.inner.poison.set(&err);
             return Err(err);
         }
@@ -216,6 +224,7 @@ impl Db {
         if self.inner.config.durability == Durability::Sync {
             self.flush_store()?;
         }
+        self.bound_buffered_loss()?;
         Ok(out)
     }
 

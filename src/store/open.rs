@@ -8,7 +8,6 @@ use super::leftovers::remove_failed_snapshots;
 use super::quiet_panic::quietly;
 use super::records::Counts;
 use super::{Store, TreeId};
-use crate::config::Durability;
 use crate::{Config, Error, Result};
 
 /// Files sled 0.34 keeps in its directory; a non-empty directory without them is someone else's.
@@ -27,10 +26,9 @@ pub(crate) fn open_store(config: &Config) -> Result<Store> {
         .path(path)
         .cache_capacity(config.cache_capacity_bytes)
         .mode(sled::Mode::HighThroughput);
-    sled_config = match config.durability {
-        Durability::Buffered { flush_every_ms } => sled_config.flush_every_ms(Some(flush_every_ms)),
-        Durability::Sync => sled_config.flush_every_ms(None),
-    };
+    // No timer flush inside sled: with `Buffered`, convergedb's own flush thread and the writers
+    // keep the loss bound (`db/flusher.rs`); sled's timer could fall behind under load.
+    sled_config = sled_config.flush_every_ms(None);
     // sled can panic on some damaged files; a damaged file must be an error, never a crash, and
     // nothing may reach the host's stderr (`quiet_panic.rs`).
     let db = match quietly(|| open_waiting_for_lock(&sled_config)) {
