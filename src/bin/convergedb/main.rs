@@ -91,7 +91,7 @@ enum Command {
     },
     /// Counts and settings. Like every command, opening the database first repairs what can be
     /// rebuilt: an ANN dump that fails its checksum is rebuilt from the store and rewritten, and
-    /// empty leftover snapshot files of a failed write are removed (docs/design.md, "Opening").
+    /// empty leftover snapshot files of a failed write are removed (docs/design.md, "Files").
     Stats {
         /// Print JSON.
         #[arg(long)]
