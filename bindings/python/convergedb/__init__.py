@@ -214,6 +214,8 @@ class Database:
 
     `durability` is "buffered" (default; flushed every `flush_every_ms`) or "sync". Use it as a
     context manager, or call close(). After close() every method raises ClosedError.
+    Opening a database whose acknowledged writes are missing after recovery raises
+    LostWritesError; `accept_lost_writes=True` opens it anyway with what was recovered.
     """
 
     def __init__(self, path, durability="buffered", create_if_missing=True,
