@@ -11,9 +11,13 @@ use crate::{AnnParams, Db, Error, RefreshParams, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Durability {
-    /// Writes return once committed in memory; a background thread flushes every
-    /// `flush_every_ms`. A process crash or power loss may lose the last interval of writes, never
-    /// a part of one operation.
+    /// Writes return once committed in memory; a background thread flushes every half
+    /// `flush_every_ms`, and a write that finds the last completed flush older than
+    /// `flush_every_ms` flushes before it returns. So when a write returns, every write that had
+    /// returned more than `flush_every_ms` before it was called is on disk: a process crash
+    /// loses at most the writes acknowledged within `flush_every_ms` of the last acknowledged
+    /// one (and, after writes stop, what the next background flush had not reached), never a
+    /// part of one operation. See `docs/design.md`, "Durability".
     Buffered {
         /// Background flush interval in milliseconds.
         flush_every_ms: u64,
