@@ -11,9 +11,13 @@ use crate::{AnnParams, Db, Error, RefreshParams, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Durability {
-    /// Writes return once committed in memory; a background thread flushes every
-    /// `flush_every_ms`. A process crash or power loss may lose the last interval of writes, never
-    /// a part of one operation.
+    /// Writes return once committed in memory; a background thread flushes every half
+    /// `flush_every_ms`, and a write that finds the last completed flush older than
+    /// `flush_every_ms` flushes before it returns. So when a write returns, every write that had
+    /// returned more than `flush_every_ms` before it was called is on disk: a process crash
+    /// loses at most the writes acknowledged within `flush_every_ms` of the last acknowledged
+    /// one (and, after writes stop, what the next background flush had not reached), never a
+    /// part of one operation. See `docs/design.md`, "Durability".
     Buffered {
         /// Background flush interval in milliseconds.
         flush_every_ms: u64,
@@ -51,6 +55,7 @@ pub struct Config {
     pub(crate) ann_vector: Option<String>,
     pub(crate) refresh: RefreshParams,
     pub(crate) history_chunk: usize,
+    pub(crate) accept_lost_writes: bool,
 }
 
 /// Entries per frozen history chunk in a new database (`Config::history_chunk_entries`).
@@ -82,6 +87,9 @@ impl Default for Limits {
     }
 }
 
+/// The smallest page cache accepted (sled 0.34 panics on a cache of 0 bytes).
+pub(crate) const MIN_CACHE_CAPACITY: u64 = 1024 * 1024;
+
 /// The largest history limit a database accepts: bounds the size of one history record.
 pub(crate) const MAX_HISTORY_LIMIT: usize = 1_000_000;
 
@@ -101,6 +109,7 @@ impl Config {
             ann_vector: None,
             refresh: RefreshParams::default(),
             history_chunk: DEFAULT_HISTORY_CHUNK,
+            accept_lost_writes: false,
         }
     }
 
@@ -110,6 +119,19 @@ impl Config {
     /// smaller chunks make appends cheaper, larger ones make whole-history reads fewer gets.
     pub fn history_chunk_entries(mut self, n: usize) -> Self {
         self.history_chunk = n;
+        self
+    }
+
+    /// Open even when acknowledged writes are missing (default: false).
+    ///
+    /// Every flush that acknowledges writes (a `Durability::Sync` write, [`Db::flush`]) records
+    /// its commit number in `convergedb.ack`, outside the storage engine's log. When the log was
+    /// damaged and recovery came back without some of those writes, `open` fails with
+    /// [`Error::LostWrites`]. With `true`, such an open goes on with what was recovered, and the
+    /// record is rewritten to match it (a damaged `convergedb.ack` is rewritten too). Restoring
+    /// a backup is the alternative that loses nothing.
+    pub fn accept_lost_writes(mut self, yes: bool) -> Self {
+        self.accept_lost_writes = yes;
         self
     }
 
@@ -125,7 +147,7 @@ impl Config {
         self
     }
 
-    /// Size of sled's page cache in bytes (default: 64 MiB).
+    /// Size of sled's page cache in bytes (default: 64 MiB; at least 1 MiB).
     pub fn cache_capacity_bytes(mut self, bytes: u64) -> Self {
         self.cache_capacity_bytes = bytes;
         self
@@ -251,6 +273,15 @@ impl Config {
     pub(crate) fn validate(&self) -> Result<()> {
         let l = &self.limits;
         let bad = |what: &str| Err(Error::InvalidArgument(what.to_string()));
+        if self.cache_capacity_bytes < MIN_CACHE_CAPACITY {
+            return Err(Error::InvalidArgument(format!(
+                "cache_capacity_bytes = {} is below the minimum of {MIN_CACHE_CAPACITY} bytes (1 MiB)",
+                self.cache_capacity_bytes
+            )));
+        }
+        if self.path.as_os_str().is_empty() {
+            return bad("the database path is empty: name a directory");
+        }
         if l.max_batch == 0 {
             return bad("max_batch must be at least 1");
         }

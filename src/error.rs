@@ -21,14 +21,16 @@ pub enum Error {
         what: &'static str,
     },
     /// A key or text field is longer than the configured limit.
-    #[error("{what} is {len} bytes, over the limit of {max} bytes")]
+    #[error("{what} is {len} {unit}, over the limit of {max} {unit}")]
     TooLong {
         /// Which field.
         what: String,
-        /// Its length in bytes.
+        /// Its length (in `unit`).
         len: usize,
-        /// The configured limit.
+        /// The configured limit (in `unit`).
         max: usize,
+        /// What `len` and `max` count: `"bytes"`, or `"entries"` for the attribute list.
+        unit: &'static str,
     },
     /// A vector does not have the dimension fixed for its name (by the first vector stored under
     /// that name, or by `Config::vector`). Re-embed with the right model or use another name.
@@ -168,6 +170,18 @@ pub enum Error {
         found: u32,
         /// The newest version this build reads.
         supported: u32,
+    },
+    /// Writes that were acknowledged as durable (a `Sync` write, or a flush) are missing after
+    /// recovery: the storage engine's log was damaged and its recovery stopped before them.
+    /// Restore a backup, or open with `Config::accept_lost_writes(true)` to go on without them.
+    #[error("{path}: {missing} acknowledged commits are missing (commit {acknowledged} was acknowledged as durable, but recovery ended at commit {recovered}): the storage engine's log is damaged. Restore a backup, or accept the loss and go on with what was recovered: Config::accept_lost_writes(true), CLI --accept-lost-writes, C API convergedb_options.accept_lost_writes = true", missing = .acknowledged - .recovered)]
+    LostWrites {
+        /// The database directory.
+        path: PathBuf,
+        /// The last commit acknowledged as durable (from `convergedb.ack`).
+        acknowledged: u64,
+        /// The last commit the storage engine recovered.
+        recovered: u64,
     },
     /// A stored record could not be decoded. The database files are damaged: restore a backup.
     #[error("corrupt record in tree {tree:?} at key {key}: {reason}")]

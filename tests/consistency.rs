@@ -144,7 +144,7 @@ fn ffi_call_sequences_follow_the_rules() {
     for seed in 0..24 {
         let dir = tempfile::tempdir().unwrap();
         let data = bytes(1_000 + seed, 2048);
-        if let Err(e) = fuzzing::ffi::run_bytes(dir.path(), &data, 60) {
+        if let Err(e) = fuzzing::ffi::run_bytes(dir.path(), &data, 100) {
             panic!("ffi seed {seed}: {e}");
         }
     }

@@ -296,6 +296,14 @@ fn damaged_files_give_errors_or_a_consistent_prefix() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        // stderr is read from the start (a child must not block on a full pipe) and must stay
+        // free of panic messages: sled's recovery panics are caught without printing.
+        let mut stderr = child.stderr.take().unwrap();
+        let mut err_reader = Some(std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        }));
         let (tx, rx) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
         std::thread::spawn(move || {
@@ -334,8 +342,11 @@ fn damaged_files_give_errors_or_a_consistent_prefix() {
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     if let Some(case) = current.take() {
-                        let mut err = String::new();
-                        let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+                        let _ = child.wait();
+                        let err = err_reader
+                            .take()
+                            .map(|r| r.join().unwrap_or_default())
+                            .unwrap_or_default();
                         let tail: String = err.chars().rev().take(1500).collect();
                         let tail: String = tail.chars().rev().collect();
                         failures.push(format!("the process died in case {case}: {tail}"));
@@ -346,6 +357,13 @@ fn damaged_files_give_errors_or_a_consistent_prefix() {
             }
         }
         let _ = child.wait();
+        if let Some(r) = err_reader.take() {
+            let err = r.join().unwrap_or_default();
+            if err.contains("panicked") {
+                let head: String = err.chars().take(1500).collect();
+                failures.push(format!("a panic message reached stderr: {head}"));
+            }
+        }
     }
     println!("corruption: {cases} cases, outcomes {outcomes:#?}");
     assert!(

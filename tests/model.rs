@@ -485,3 +485,53 @@ fn a_long_history_shows_its_most_recent_items() {
         db.prompt_for_history(&items[..max]).unwrap()
     );
 }
+
+/// The manifest is trusted no further than its checksums (issue 17): the optional files it
+/// names (`items`, `test_vectors`) are verified too, a `model_id` with a control character and
+/// an overlong `item_separator` are refused.
+#[test]
+fn optional_files_are_verified_and_manifest_strings_bounded() {
+    let (_dir, db) = setup();
+    for file in ["items.jsonl", "test_vectors.json"] {
+        let b = edited_bundle(
+            |dir| {
+                let p = dir.join(file);
+                let mut bytes = std::fs::read(&p).unwrap();
+                bytes.extend_from_slice(b"\n");
+                std::fs::write(&p, bytes).unwrap();
+            },
+            false,
+        );
+        match db.attach_model(b.path(), ModelOptions::new()) {
+            Err(Error::InvalidBundle { path, reason }) => {
+                assert!(reason.contains("SHA-256"), "{file}: {reason}");
+                assert!(path.ends_with(file), "{file}: {}", path.display());
+            }
+            other => panic!("{file}: expected InvalidBundle, got {other:?}"),
+        }
+    }
+    let manifest_edit = |edit: fn(&mut Value)| {
+        edited_bundle(
+            |dir| {
+                let p = dir.join("manifest.json");
+                let mut m: Value =
+                    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+                edit(&mut m);
+                std::fs::write(&p, serde_json::to_vec(&m).unwrap()).unwrap();
+            },
+            true,
+        )
+    };
+    let b = manifest_edit(|m| m["model_id"] = Value::String("ml\u{0}100k".into()));
+    let reason = bundle_error(&db, b.path());
+    assert!(reason.contains("control character U+0000"), "{reason}");
+    let b = manifest_edit(|m| {
+        m["prompt"]["item_separator"] = Value::String(", ".repeat(500_000));
+    });
+    let reason = bundle_error(&db, b.path());
+    assert!(
+        reason.contains("item_separator is 1000000 bytes, over the limit of 64 bytes"),
+        "{reason}"
+    );
+    assert!(db.model_info().is_none(), "a refused bundle was attached");
+}

@@ -54,6 +54,7 @@ build test_api "$C/tests/test_api.c" "${SHARED[@]}"
 build test_api_static "$C/tests/test_api.c" "${STATIC[@]}"
 build test_errors "$C/tests/test_errors.c" "${SHARED[@]}"
 build test_threads "$C/tests/test_threads.c" "${SHARED[@]}"
+build test_edges "$C/tests/test_edges.c" "${SHARED[@]}"
 build quickstart "$C/examples/quickstart.c" "${SHARED[@]}"
 gcc -O2 "${CFLAGS[@]}" "$C/bench/recommend_bench.c" -o "$BUILD/recommend_bench" "${SHARED[@]}"
 
@@ -61,6 +62,7 @@ run test_api "${VALGRIND[@]}" "$BUILD/test_api"
 run test_api_static "${VALGRIND[@]}" "$BUILD/test_api_static"
 run test_errors "${VALGRIND[@]}" "$BUILD/test_errors"
 run test_threads "${VALGRIND[@]}" "$BUILD/test_threads"
+run test_edges "${VALGRIND[@]}" "$BUILD/test_edges"
 run quickstart "${VALGRIND[@]}" "$BUILD/quickstart"
 # A smoke run of the benchmark (small and without valgrind; figures: bindings/README.md).
 run recommend_bench "$BUILD/recommend_bench" 2000 1000 50 20000

@@ -15,7 +15,9 @@
 //! - F8 with codebooks, every live item holding the tokenized vector has codes;
 //! - I6 every ANN index maps exactly the live items holding its vector; its catalog version is
 //!   at most the catalog's (`ann_check.rs`);
-//! - R1, I3, I4, R2 the cached lists and the refresh queue (`refresh_check.rs`).
+//! - R1, I3, I4, R2 the cached lists and the refresh queue (`refresh_check.rs`);
+//! - V1-V4 finite weights, vectors and cached scores; no history item in a current cached list
+//!   (`check_values.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -333,6 +335,7 @@ impl Db {
         let catalog_version = counts.as_ref().map(|c| c.catalog_version);
         self.check_ann(&items, catalog_version, &mut problem);
         self.check_refresh(&items, &mut problem)?;
+        self.check_values(&dims, &mut problem)?;
         report.items = items.len() as u64;
         Ok(report)
     }

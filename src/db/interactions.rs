@@ -73,7 +73,9 @@ impl Db {
         results: Vec<Result<()>>,
     ) -> Result<()> {
         let flushed = match seq {
-            Some(seq) => self.make_durable(seq),
+            Some(seq) => self
+                .make_durable(seq)
+                .and_then(|()| self.bound_buffered_loss()),
             None => Ok(()),
         };
         let settle = |r: Result<()>| match (&flushed, r) {

@@ -12,7 +12,9 @@
 mod ann;
 mod ann_check;
 mod check;
+mod check_values;
 mod embed;
+mod flusher;
 mod generate;
 mod group_commit;
 mod interactions;
@@ -72,6 +74,8 @@ struct Inner {
     group: group_commit::GroupQueue,
     /// Commit numbers and the grouped Sync flush.
     durable: group_commit::DurableGate,
+    /// When the last completed flush started: the Buffered loss bound (`flusher.rs`).
+    flush_clock: flusher::FlushClock,
 }
 
 impl std::fmt::Debug for Db {
@@ -107,10 +111,15 @@ impl Db {
                 refresh,
                 group: Default::default(),
                 durable: Default::default(),
+                flush_clock: flusher::FlushClock::new(),
             }),
         };
         db.declare_vectors()?;
         db.ann_open()?;
+        flusher::start(&db).map_err(|e| Error::Io {
+            path: db.inner.config.path.clone(),
+            source: e,
+        })?;
         refresh_pool::start(&db).map_err(|e| Error::Io {
             path: db.inner.config.path.clone(),
             source: e,
@@ -153,9 +162,10 @@ impl Db {
         &self.inner.config.limits
     }
 
+    /// Flushes and records the flushed commits as acknowledged (`convergedb.ack`); a failure
+    /// poisons the handle.
     fn flush_store(&self) -> Result<()> {
-        if let Err(e) = self.inner.store.db.flush() {
-            let err = Error::Storage(e);
+        if let Err(err) = self.timed_flush(|| self.inner.store.flush_acked()) {
             self.inner.poison.set(&err);
             return Err(err);
         }
@@ -190,6 +200,7 @@ impl Db {
             committed?
         };
         self.make_durable(seq)?;
+        self.bound_buffered_loss()?;
         Ok(out)
     }
 

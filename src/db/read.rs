@@ -76,7 +76,7 @@ impl Db {
     /// Routing (architecture §7), and [`Recommendation::source`] says which answered:
     /// 1. the user's cached model list when it is current ([`Source::Model`]);
     /// 2. a cached list that is not current (history changed, another model or tokenization,
-    ///    a deleted item): served at once with `stale: true`, items now in the history or
+    ///    a deleted item, an item that is in the user's history): served at once with `stale: true`, items now in the history or
     ///    deleted filtered out, and the user queued for a refresh;
     /// 3. no list: with at least `Config::ann_min_history` history entries and an ANN index
     ///    (see `Config::ann_vector`), the live items nearest to a recency-weighted mean of the
@@ -167,13 +167,20 @@ impl Db {
                 && derived.sid_version() == Some(view.sid_version())
         };
         out.items.truncate(n);
-        let stale = dead || !current || queued;
+        // The history, always: a list is current only for the history version it was computed
+        // from, and never holds an item of the history (the list is generated without them, so
+        // one there means an outdated or damaged list): filtered, and the list treated as stale.
+        let mut seen_in_history = false;
+        let mut outdated = false;
+        if let Some(h) = StoredHistory::load(&self.inner.store, user.as_bytes())? {
+            outdated = h.version() != view.history_version();
+            let seen = Seen::new(Some(&h));
+            let before = out.items.len();
+            out.items.retain(|it| !seen.contains(it.item_id));
+            seen_in_history = out.items.len() != before;
+        }
+        let stale = dead || !current || queued || outdated || seen_in_history;
         if stale {
-            // The history may hold items the list recommends (the trigger of the refresh).
-            if let Some(h) = StoredHistory::load(&self.inner.store, user.as_bytes())? {
-                let seen = Seen::new(Some(&h));
-                out.items.retain(|it| !seen.contains(it.item_id));
-            }
             self.queue_from_read(user);
         }
         if out.items.is_empty() {

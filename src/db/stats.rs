@@ -118,3 +118,14 @@ pub(super) fn read_counts(store: &Store) -> Result<Counts> {
         )),
     }
 }
+
+impl Db {
+    /// The interned interaction kinds and the most a database holds (for the importers'
+    /// validation before any write).
+    pub(crate) fn kinds_and_limit(&self) -> (Vec<String>, usize) {
+        (
+            self.inner.derived.read().kinds.clone(),
+            super::interactions::MAX_KINDS,
+        )
+    }
+}

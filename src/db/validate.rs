@@ -17,6 +17,7 @@ pub(crate) fn validate_key(what: &'static str, key: &str, limits: &Limits) -> Re
             what: format!("{what} key"),
             len: key.len(),
             max: limits.max_key_bytes,
+            unit: "bytes",
         });
     }
     Ok(())
@@ -47,6 +48,7 @@ fn text(what: String, value: &str, max: usize) -> Result<()> {
             what,
             len: value.len(),
             max,
+            unit: "bytes",
         });
     }
     Ok(())
@@ -71,9 +73,10 @@ pub(crate) fn validate_items(items: &[Item], limits: &Limits) -> Result<()> {
         )?;
         if item.attributes.len() > limits.max_attributes {
             return Err(Error::TooLong {
-                what: format!("attribute list of item {:?} (entries)", item.key),
+                what: format!("attribute list of item {:?}", item.key),
                 len: item.attributes.len(),
                 max: limits.max_attributes,
+                unit: "entries",
             });
         }
         let attr_bytes: usize = item.attributes.iter().map(|(k, v)| k.len() + v.len()).sum();
@@ -82,6 +85,7 @@ pub(crate) fn validate_items(items: &[Item], limits: &Limits) -> Result<()> {
                 what: format!("attributes of item {:?}", item.key),
                 len: attr_bytes,
                 max,
+                unit: "bytes",
             });
         }
         for (name, values) in &item.vectors {

@@ -27,11 +27,16 @@ pub struct convergedb_options {
     /// Background flush interval of buffered durability in milliseconds (default 500; must be
     /// at least 1 with buffered durability, ignored with sync).
     pub flush_every_ms: u64,
-    /// Size of the storage engine's page cache in bytes (default 64 MiB).
+    /// Size of the storage engine's page cache in bytes (default 64 MiB; below 1 MiB the open
+    /// fails with `CONVERGEDB_INVALID_ARGUMENT`).
     pub cache_capacity_bytes: u64,
     /// Background refresh workers for the cached lists (default 1; 0: lists are refreshed by
     /// `convergedb_wait_idle` on the caller's thread).
     pub refresh_workers: u32,
+    /// Open even when writes acknowledged as durable are missing after recovery (default
+    /// false: such an open fails with `CONVERGEDB_LOST_WRITES`). With true, the open goes on
+    /// with what was recovered and the acknowledgement record is rewritten to match.
+    pub accept_lost_writes: bool,
 }
 
 /// An open database: an opaque handle made by `convergedb_db_open` and freed by
@@ -72,6 +77,7 @@ pub extern "C" fn convergedb_options_default() -> convergedb_options {
         flush_every_ms: 500,
         cache_capacity_bytes: 64 * 1024 * 1024,
         refresh_workers: 1,
+        accept_lost_writes: false,
     }
 }
 
@@ -91,10 +97,12 @@ fn config(path: &str, o: &convergedb_options) -> FfiResult<Config> {
         .durability(durability)
         .create_if_missing(o.create_if_missing)
         .cache_capacity_bytes(o.cache_capacity_bytes)
-        .refresh_workers(o.refresh_workers as usize))
+        .refresh_workers(o.refresh_workers as usize)
+        .accept_lost_writes(o.accept_lost_writes))
 }
 
-/// Opens (or creates) the database in directory `path` (UTF-8, NUL-terminated).
+/// Opens (or creates) the database in directory `path` (UTF-8, NUL-terminated, not empty: ""
+/// gives `CONVERGEDB_INVALID_ARGUMENT`, never a database in the current directory).
 ///
 /// `opts` may be NULL for `convergedb_options_default()`; it is only read during the call. On
 /// `CONVERGEDB_OK`, `*out` receives a new handle that the caller owns and must release with

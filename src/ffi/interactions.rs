@@ -54,6 +54,8 @@ pub unsafe extern "C" fn convergedb_interactions_record_jsonl(
     jsonl: *const c_char,
 ) -> convergedb_status {
     guard(|| {
+        // The handle first: a NULL handle is NULL_ARGUMENT whatever the text holds.
+        non_null(db, "db")?;
         // SAFETY: forwarded contract: `jsonl` is NULL or NUL-terminated.
         let text = unsafe { str_arg(jsonl, "jsonl") }?;
         let events: Vec<Interaction> = parse_jsonl(text)?;

@@ -94,6 +94,8 @@ pub unsafe extern "C" fn convergedb_items_put_jsonl(
     jsonl: *const c_char,
 ) -> convergedb_status {
     guard(|| {
+        // The handle first: a NULL handle is NULL_ARGUMENT whatever the text holds.
+        non_null(db, "db")?;
         // SAFETY: forwarded contract: `jsonl` is NULL or NUL-terminated.
         let text = unsafe { str_arg(jsonl, "jsonl") }?;
         let items: Vec<Item> = parse_jsonl(text)?;

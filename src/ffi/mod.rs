@@ -10,7 +10,9 @@
 //! - [`db`]: `convergedb_options`, open / close / free / flush, stats and check as JSON;
 //! - [`items`]: put (one item or a JSONL batch), get, delete;
 //! - [`interactions`]: record (one or a JSONL batch), history as JSON;
-//! - [`recommend`]: `convergedb_recommend` and the `convergedb_recommendation` result object;
+//! - [`recommend`]: `convergedb_recommend`, `convergedb_recommend_by_vector` and the
+//!   `convergedb_recommendation` result object;
+//! - [`ann`]: building the ANN index `convergedb_recommend_by_vector` searches;
 //! - [`sid`]: tokenize, codes of an item, `allowed_next`, import / export of a tokenization.
 //!
 //! Rules every function follows: pointers are checked for NULL (`CONVERGEDB_NULL_ARGUMENT`),
@@ -21,6 +23,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![allow(non_camel_case_types)]
 
+pub mod ann;
 pub mod call;
 pub mod db;
 #[cfg(feature = "fuzzing")]

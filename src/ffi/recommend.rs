@@ -1,11 +1,11 @@
-//! `convergedb_recommend` and its result object.
+//! `convergedb_recommend`, `convergedb_recommend_by_vector` and their result object.
 
 use std::ffi::c_char;
 
 use super::call::{guard, guard_value, non_null, str_arg};
 use super::db::{convergedb_db, with_db};
-use super::status::{convergedb_status, Failure};
-use crate::Source;
+use super::status::{convergedb_status, Failure, FfiResult};
+use crate::{ScoredItem, Source};
 
 /// A ranked recommendation list: an opaque object made by `convergedb_recommend`, owned by the
 /// caller and freed by `convergedb_recommendation_free`. Immutable, so it may be read from many
@@ -22,6 +22,38 @@ pub struct convergedb_recommendation {
 }
 
 impl convergedb_recommendation {
+    fn new(
+        items: &[ScoredItem],
+        source: Source,
+        stale: bool,
+        history_version: u64,
+    ) -> FfiResult<Self> {
+        let n = items.len();
+        let mut keys = Vec::with_capacity(items.iter().map(|i| i.key.len() + 1).sum());
+        let mut starts = Vec::with_capacity(n);
+        let mut scores = Vec::with_capacity(n);
+        for item in items {
+            if item.key.as_bytes().contains(&0) {
+                return Err(Failure::invalid(format!(
+                    "item key {:?} holds a NUL byte",
+                    item.key
+                )));
+            }
+            starts.push(keys.len());
+            keys.extend_from_slice(item.key.as_bytes());
+            keys.push(0);
+            scores.push(item.score);
+        }
+        Ok(convergedb_recommendation {
+            keys,
+            starts,
+            scores,
+            source,
+            stale,
+            history_version,
+        })
+    }
+
     fn key(&self, i: usize) -> Option<*const c_char> {
         let start = *self.starts.get(i)?;
         Some(self.keys[start..].as_ptr().cast())
@@ -51,30 +83,59 @@ pub unsafe extern "C" fn convergedb_recommend(
         non_null(out, "out")?;
         // SAFETY: forwarded contract on `db`.
         let rec = unsafe { with_db(db, |d| Ok(d.recommend(user, k)?)) }?;
-        let n = rec.items.len();
-        let mut keys = Vec::with_capacity(rec.items.iter().map(|i| i.key.len() + 1).sum());
-        let mut starts = Vec::with_capacity(n);
-        let mut scores = Vec::with_capacity(n);
-        for item in &rec.items {
-            if item.key.as_bytes().contains(&0) {
-                return Err(Failure::invalid(format!(
-                    "item key {:?} holds a NUL byte",
-                    item.key
-                )));
-            }
-            starts.push(keys.len());
-            keys.extend_from_slice(item.key.as_bytes());
-            keys.push(0);
-            scores.push(item.score);
-        }
-        let result = Box::new(convergedb_recommendation {
-            keys,
-            starts,
-            scores,
-            source: rec.source,
-            stale: rec.stale,
-            history_version: rec.history_version,
-        });
+        let result = Box::new(convergedb_recommendation::new(
+            &rec.items,
+            rec.source,
+            rec.stale,
+            rec.history_version,
+        )?);
+        // SAFETY: `out` is non-NULL and writable by contract.
+        unsafe { out.write(Box::into_raw(result)) };
+        Ok(())
+    })
+}
+
+/// Up to `k` live items whose vector `vector` is nearest to `query` (`dim` floats) by cosine
+/// similarity (the score), best first, from the vector's ANN index: the C face of
+/// `Db::recommend_by_vector`. Without an index for `vector`, `CONVERGEDB_NO_ANN_INDEX` (the message
+/// says how to build one); a query of another dimension than the vector's, or holding NaN or
+/// an infinity, `CONVERGEDB_INVALID_ARGUMENT`; `k` as for `convergedb_recommend`.
+///
+/// On `CONVERGEDB_OK`, `*out` receives a new result object (source "ann", not stale, history
+/// version 0) the caller owns and frees with `convergedb_recommendation_free`; on error `*out`
+/// is untouched. Thread-safe.
+///
+/// # Safety
+/// `db` must be NULL or a live handle; `vector` NULL or NUL-terminated; `query` NULL or
+/// `dim` readable floats (NULL allowed when `dim` is 0); `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn convergedb_recommend_by_vector(
+    db: *const convergedb_db,
+    vector: *const c_char,
+    query: *const f32,
+    dim: usize,
+    k: usize,
+    out: *mut *mut convergedb_recommendation,
+) -> convergedb_status {
+    guard(|| {
+        // SAFETY: forwarded contract: `vector` is NULL or NUL-terminated.
+        let vector = unsafe { str_arg(vector, "vector") }?;
+        non_null(out, "out")?;
+        let query: &[f32] = if dim == 0 {
+            &[]
+        } else {
+            non_null(query, "query")?;
+            // SAFETY: non-NULL and, by contract, `dim` readable floats for the call.
+            unsafe { std::slice::from_raw_parts(query, dim) }
+        };
+        // SAFETY: forwarded contract on `db`.
+        let items = unsafe { with_db(db, |d| Ok(d.recommend_by_vector(vector, query, k)?)) }?;
+        let result = Box::new(convergedb_recommendation::new(
+            &items,
+            Source::Ann,
+            false,
+            0,
+        )?);
         // SAFETY: `out` is non-NULL and writable by contract.
         unsafe { out.write(Box::into_raw(result)) };
         Ok(())

@@ -70,6 +70,20 @@ pub enum convergedb_status {
     CONVERGEDB_BUFFER_TOO_SMALL = 26,
     /// An error of a kind this version of the C API does not name.
     CONVERGEDB_OTHER = 27,
+    /// Writes acknowledged as durable are missing after recovery (the storage engine's log is
+    /// damaged): restore a backup, or reopen with `convergedb_options.accept_lost_writes`.
+    CONVERGEDB_LOST_WRITES = 28,
+    /// No model is attached (`convergedb_model_attach` first).
+    CONVERGEDB_NO_MODEL = 29,
+    /// The model bundle was trained on another tokenization than the database's current one.
+    CONVERGEDB_FOREIGN_TOKENIZATION = 30,
+    /// A write lost a race it retried (concurrent writers kept changing what it depended on):
+    /// retry the call.
+    CONVERGEDB_CONFLICT = 31,
+    /// The vector has no ANN index (build one: `Db::build_ann`, CLI `convergedb ann-build`).
+    CONVERGEDB_NO_ANN_INDEX = 32,
+    /// No vector of this name is stored in the database.
+    CONVERGEDB_UNKNOWN_VECTOR = 33,
 }
 
 use convergedb_status as S;
@@ -105,10 +119,16 @@ impl convergedb_status {
             S::CONVERGEDB_PANIC => c"CONVERGEDB_PANIC",
             S::CONVERGEDB_BUFFER_TOO_SMALL => c"CONVERGEDB_BUFFER_TOO_SMALL",
             S::CONVERGEDB_OTHER => c"CONVERGEDB_OTHER",
+            S::CONVERGEDB_LOST_WRITES => c"CONVERGEDB_LOST_WRITES",
+            S::CONVERGEDB_NO_MODEL => c"CONVERGEDB_NO_MODEL",
+            S::CONVERGEDB_FOREIGN_TOKENIZATION => c"CONVERGEDB_FOREIGN_TOKENIZATION",
+            S::CONVERGEDB_CONFLICT => c"CONVERGEDB_CONFLICT",
+            S::CONVERGEDB_NO_ANN_INDEX => c"CONVERGEDB_NO_ANN_INDEX",
+            S::CONVERGEDB_UNKNOWN_VECTOR => c"CONVERGEDB_UNKNOWN_VECTOR",
         }
     }
 
-    const ALL: [convergedb_status; 28] = [
+    const ALL: [convergedb_status; 34] = [
         S::CONVERGEDB_OK,
         S::CONVERGEDB_NULL_ARGUMENT,
         S::CONVERGEDB_INVALID_UTF8,
@@ -137,6 +157,12 @@ impl convergedb_status {
         S::CONVERGEDB_PANIC,
         S::CONVERGEDB_BUFFER_TOO_SMALL,
         S::CONVERGEDB_OTHER,
+        S::CONVERGEDB_LOST_WRITES,
+        S::CONVERGEDB_NO_MODEL,
+        S::CONVERGEDB_FOREIGN_TOKENIZATION,
+        S::CONVERGEDB_CONFLICT,
+        S::CONVERGEDB_NO_ANN_INDEX,
+        S::CONVERGEDB_UNKNOWN_VECTOR,
     ];
 }
 
@@ -184,6 +210,12 @@ impl From<Error> for Failure {
             Error::Storage(_) => S::CONVERGEDB_STORAGE,
             Error::Io { .. } => S::CONVERGEDB_IO,
             Error::Poisoned(_) => S::CONVERGEDB_POISONED,
+            Error::LostWrites { .. } => S::CONVERGEDB_LOST_WRITES,
+            Error::NoModel => S::CONVERGEDB_NO_MODEL,
+            Error::ForeignTokenization { .. } => S::CONVERGEDB_FOREIGN_TOKENIZATION,
+            Error::Conflict(_) => S::CONVERGEDB_CONFLICT,
+            Error::NoAnnIndex { .. } => S::CONVERGEDB_NO_ANN_INDEX,
+            Error::UnknownVector { .. } => S::CONVERGEDB_UNKNOWN_VECTOR,
             #[allow(unreachable_patterns)] // `Error` is #[non_exhaustive]: future variants
             _ => S::CONVERGEDB_OTHER,
         };
@@ -260,6 +292,44 @@ mod tests {
         assert!(last().contains("boom"), "{}", last());
         assert_eq!(guard(|| Ok(())), S::CONVERGEDB_OK);
         assert_eq!(last(), "");
+    }
+
+    #[test]
+    fn model_and_recovery_errors_have_their_own_status() {
+        let cases = [
+            (
+                Error::LostWrites {
+                    path: "d".into(),
+                    acknowledged: 5,
+                    recovered: 3,
+                },
+                S::CONVERGEDB_LOST_WRITES,
+            ),
+            (Error::NoModel, S::CONVERGEDB_NO_MODEL),
+            (
+                Error::ForeignTokenization {
+                    path: "b".into(),
+                    bundle: "x".into(),
+                    database: "y".into(),
+                },
+                S::CONVERGEDB_FOREIGN_TOKENIZATION,
+            ),
+            (Error::Conflict("c".into()), S::CONVERGEDB_CONFLICT),
+            (
+                Error::NoAnnIndex { vector: "v".into() },
+                S::CONVERGEDB_NO_ANN_INDEX,
+            ),
+            (
+                Error::UnknownVector { name: "v".into() },
+                S::CONVERGEDB_UNKNOWN_VECTOR,
+            ),
+        ];
+        for (error, status) in cases {
+            let message = error.to_string();
+            let f = Failure::from(error);
+            assert_eq!(f.status, status, "{message}");
+            assert_eq!(f.message, message);
+        }
     }
 
     #[test]

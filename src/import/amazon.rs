@@ -11,8 +11,10 @@ use std::time::Instant;
 
 use serde_json::Value;
 
+use super::bounded::{BoundedFile, MAX_JSON_FILE_BYTES};
 use super::{
-    check_events, check_items, io_error, line_error, write_all, ImportOptions, ImportReport,
+    check_events, check_items, check_options, io_error, line_error, write_all, ImportOptions,
+    ImportReport,
 };
 use crate::{Db, Interaction, Item, Result};
 
@@ -35,7 +37,8 @@ impl Index {
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
-    serde_json::from_reader(std::io::BufReader::new(file))
+    let bounded = BoundedFile::new(file, MAX_JSON_FILE_BYTES);
+    serde_json::from_reader(std::io::BufReader::new(bounded))
         .map_err(|e| line_error(path, e.line() as u64, e.to_string()))
 }
 
@@ -50,6 +53,7 @@ fn natural(a: &str) -> (u8, u64, String) {
 /// Imports dataset `name` (e.g. `"Instruments"`) from `dir`.
 pub fn amazon(db: &Db, dir: &Path, name: &str, opts: &ImportOptions<'_>) -> Result<ImportReport> {
     let started = Instant::now();
+    check_options(db, opts)?;
     let inter_path = dir.join(format!("{name}.inter.json"));
     if !inter_path.is_file() {
         return Err(line_error(

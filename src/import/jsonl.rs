@@ -6,19 +6,20 @@ use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 
+use super::bounded::{open_lines, read_error};
 use super::{
-    check_events, check_items, io_error, line_error, write_all, ImportOptions, ImportReport,
+    check_events, check_items, check_options, line_error, write_all, ImportOptions, ImportReport,
 };
 use crate::{Db, Interaction, Item, Result};
 
 /// Parses every non-blank line of `path` as a `T`, returning (values, line numbers).
 pub(crate) fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<(Vec<T>, Vec<u64>)> {
-    let file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
+    let reader = open_lines(path)?;
     let mut values = Vec::new();
     let mut lines = Vec::new();
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+    for (i, line) in reader.lines().enumerate() {
         let n = i as u64 + 1;
-        let line = line.map_err(|e| line_error(path, n, format!("unreadable line: {e}")))?;
+        let line = line.map_err(|e| read_error(path, n, &e))?;
         if line.trim().is_empty() {
             continue;
         }
@@ -33,6 +34,7 @@ pub(crate) fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<(Vec<T>, Ve
 /// "attributes": {...}, "vectors": {"name": [floats]}}` per line. Existing keys are replaced.
 pub fn items_jsonl(db: &Db, path: &Path, opts: &ImportOptions<'_>) -> Result<ImportReport> {
     let started = Instant::now();
+    check_options(db, opts)?;
     let (items, lines): (Vec<Item>, _) = read_jsonl(path)?;
     check_items(db, path, &items, &lines)?;
     write_all(db, &items, &[], opts, started)
@@ -48,6 +50,7 @@ pub fn read_interactions_jsonl(path: &Path) -> Result<Vec<Interaction>> {
 /// "kind": optional string, "weight": optional float}` per line.
 pub fn interactions_jsonl(db: &Db, path: &Path, opts: &ImportOptions<'_>) -> Result<ImportReport> {
     let started = Instant::now();
+    check_options(db, opts)?;
     let (events, lines): (Vec<Interaction>, _) = read_jsonl(path)?;
     check_events(db, path, &events, &lines, &Default::default())?;
     write_all(db, &[], &events, opts, started)

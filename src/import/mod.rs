@@ -1,17 +1,21 @@
 //! Importers: JSONL items, JSONL/CSV interactions, MovieLens-100K (RecBole atomic files) and the
 //! LC-Rec/LETTER Amazon JSON format. File formats are documented in `docs/import.md`.
 //!
-//! Every importer parses and validates the whole input first (errors name the file and line, and
-//! nothing is written), then writes in batches; each batch is one atomic transaction. If a batch
-//! fails anyway (a concurrent writer deleted an item, a storage error), the batches before it stay
-//! committed and the error says how many records were written.
+//! Every importer checks its options, then parses and validates the whole input first, every
+//! limit included (errors name the file and line, and nothing is written), then writes in
+//! batches; each batch is one atomic transaction. If a batch fails anyway (a concurrent writer
+//! deleted an item or added kinds, a storage error such as a full disk), the batches before it
+//! stay committed and the error says how many records were written. Lines are read with a
+//! bound (`bounded.rs`: 16 MiB a line, 1 GiB a whole-document JSON file).
 
 mod amazon;
+mod bounded;
 mod jsonl;
 mod movielens;
 mod tabular;
 
 pub use amazon::amazon;
+pub use bounded::{MAX_JSON_FILE_BYTES, MAX_LINE_BYTES};
 pub use jsonl::{interactions_jsonl, items_jsonl, read_interactions_jsonl};
 pub use movielens::movielens;
 pub use tabular::interactions_csv;
@@ -27,7 +31,8 @@ pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
 
 /// How to run an import.
 pub struct ImportOptions<'a> {
-    /// Records per atomic batch (default 100,000).
+    /// Records per atomic batch (default 100,000; between 1 and the database's `max_batch`,
+    /// else the import fails before reading anything).
     pub batch_size: usize,
     /// Called after each batch.
     pub progress: Option<Progress<'a>>,
@@ -128,7 +133,7 @@ pub(crate) fn write_all(
     opts: &ImportOptions<'_>,
     started: Instant,
 ) -> Result<ImportReport> {
-    let batch = opts.batch_size.max(1);
+    let batch = opts.batch_size;
     let kept;
     let (events, held_out) = if opts.hold_out_last == 0 {
         (events, Vec::new())
@@ -226,7 +231,21 @@ pub(crate) fn check_items(db: &Db, path: &Path, items: &[Item], lines: &[u64]) -
     Ok(())
 }
 
-/// Validates interactions one by one so an error names its line.
+/// Refuses options an import cannot run with, before anything is read.
+pub(crate) fn check_options(db: &Db, opts: &ImportOptions<'_>) -> Result<()> {
+    let max = db.limits().max_batch;
+    if opts.batch_size == 0 || opts.batch_size > max {
+        return Err(Error::InvalidArgument(format!(
+            "batch size {} is out of range: give between 1 and {max} records per batch",
+            opts.batch_size
+        )));
+    }
+    Ok(())
+}
+
+/// Validates interactions one by one so an error names its line, including the limit on
+/// distinct kinds (the ones stored plus the new ones of this import), so that no limit is
+/// found only while writing.
 pub(crate) fn check_events(
     db: &Db,
     path: &Path,
@@ -234,9 +253,27 @@ pub(crate) fn check_events(
     lines: &[u64],
     pending: &HashSet<&str>,
 ) -> Result<()> {
+    let (stored, max_kinds) = db.kinds_and_limit();
+    let mut kinds: HashSet<String> = stored.into_iter().collect();
     for (event, line) in events.iter().zip(lines) {
         crate::db::validate_interactions(std::slice::from_ref(event), db.limits())
             .map_err(|e| line_error(path, *line, e.to_string()))?;
+        if let Some(kind) = &event.kind {
+            if !kinds.contains(kind.as_str()) {
+                if kinds.len() >= max_kinds {
+                    return Err(line_error(
+                        path,
+                        *line,
+                        format!(
+                            "kind {kind:?} would be distinct kind number {}, over the limit of \
+                             {max_kinds} distinct kinds per database; nothing was written",
+                            kinds.len() + 1
+                        ),
+                    ));
+                }
+                kinds.insert(kind.clone());
+            }
+        }
     }
     check_items_exist(db, path, events, lines, pending)
 }

@@ -4,14 +4,16 @@
 //! Atomic files are tab-separated with a header of `name:type` fields. Items: key = `item_id`,
 //! title = `movie_title`, attributes `year` (`release_year`) and `genres` (`class`, space
 //! separated). Interactions: one per rating, kind `"rating"`, weight = the rating, timestamp =
-//! the rating's Unix time.
+//! the rating's Unix time (an integer; anything else is refused with its line).
 
 use std::collections::HashSet;
+use std::io::BufRead;
 use std::path::Path;
 use std::time::Instant;
 
+use super::bounded::{open_lines, read_error};
 use super::{
-    check_events, check_items, io_error, line_error, write_all, ImportOptions, ImportReport,
+    check_events, check_items, check_options, line_error, write_all, ImportOptions, ImportReport,
 };
 use crate::{Db, Interaction, Item, Result};
 
@@ -23,18 +25,34 @@ struct Atomic {
 
 impl Atomic {
     fn read(path: &Path) -> Result<Atomic> {
-        let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
-        let mut lines = text.lines();
-        let header = lines.next().ok_or_else(|| {
-            line_error(path, 1, "empty file: expected a header of name:type fields")
-        })?;
+        let mut lines = open_lines(path)?.lines();
+        let header = lines
+            .next()
+            .ok_or_else(|| {
+                line_error(path, 1, "empty file: expected a header of name:type fields")
+            })?
+            .map_err(|e| read_error(path, 1, &e))?;
         let columns: Vec<String> = header
             .split('\t')
             .map(|f| f.split(':').next().unwrap_or(f).trim().to_string())
             .collect();
+        for (i, c) in columns.iter().enumerate() {
+            if let Some(first) = columns[..i].iter().position(|d| d == c) {
+                return Err(line_error(
+                    path,
+                    1,
+                    format!(
+                        "column {c:?} appears twice in the header (fields {} and {})",
+                        first + 1,
+                        i + 1
+                    ),
+                ));
+            }
+        }
         let mut rows = Vec::new();
         for (i, line) in lines.enumerate() {
             let n = i as u64 + 2;
+            let line = line.map_err(|e| read_error(path, n, &e))?;
             if line.trim().is_empty() {
                 continue;
             }
@@ -65,6 +83,7 @@ impl Atomic {
 /// Imports MovieLens-100K from a directory holding `ml-100k.item` and `ml-100k.inter`.
 pub fn movielens(db: &Db, dir: &Path, opts: &ImportOptions<'_>) -> Result<ImportReport> {
     let started = Instant::now();
+    check_options(db, opts)?;
     let item_path = dir.join("ml-100k.item");
     let inter_path = dir.join("ml-100k.inter");
     for p in [&item_path, &inter_path] {
@@ -122,10 +141,20 @@ pub fn movielens(db: &Db, dir: &Path, opts: &ImportOptions<'_>) -> Result<Import
                     )
                 })
         };
-        let timestamp = number(ts, "timestamp")?;
+        // An integer, like the JSONL and CSV importers: 5.5 or 1e30 is refused, not coerced.
+        let timestamp = f[ts].trim().parse::<i64>().map_err(|_| {
+            line_error(
+                &inter_path,
+                *line,
+                format!(
+                    "timestamp {:?} is not an integer (seconds since the epoch)",
+                    f[ts]
+                ),
+            )
+        })?;
         let weight = number(rating, "rating")?;
         events.push(
-            Interaction::new(f[user].trim(), f[item].trim(), timestamp as i64)
+            Interaction::new(f[user].trim(), f[item].trim(), timestamp)
                 .kind("rating")
                 .weight(weight as f32),
         );

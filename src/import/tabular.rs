@@ -1,26 +1,53 @@
 //! CSV interactions: a header row naming `user`, `item`, `timestamp` and optionally `kind`,
-//! `weight`, in any order; other columns are ignored.
+//! `weight`, in any order (each at most once); other columns are ignored. Lines are bounded
+//! (`bounded.rs`).
 
 use std::path::Path;
 use std::time::Instant;
 
-use super::{check_events, io_error, line_error, write_all, ImportOptions, ImportReport};
-use crate::{Db, Interaction, Result};
+use super::bounded::{read_error, BoundedLines};
+use super::{
+    check_events, check_options, io_error, line_error, write_all, ImportOptions, ImportReport,
+};
+use crate::{Db, Error, Interaction, Result};
+
+/// The columns the importer reads; each may appear once.
+const COLUMNS: [&str; 5] = ["user", "item", "timestamp", "kind", "weight"];
+
+fn csv_error(path: &Path, line: u64, e: csv::Error) -> Error {
+    match e.into_kind() {
+        csv::ErrorKind::Io(io) => read_error(path, line, &io),
+        other => line_error(path, line, format!("{other:?}")),
+    }
+}
 
 /// Imports interactions from a CSV file with a header row.
 pub fn interactions_csv(db: &Db, path: &Path, opts: &ImportOptions<'_>) -> Result<ImportReport> {
     let started = Instant::now();
+    check_options(db, opts)?;
+    let file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
-        .from_path(path)
-        .map_err(|e| match e.into_kind() {
-            csv::ErrorKind::Io(io) => io_error(path, io),
-            other => line_error(path, 0, format!("{other:?}")),
-        })?;
-    let headers = reader
-        .headers()
-        .map_err(|e| line_error(path, 1, e.to_string()))?
-        .clone();
+        .from_reader(BoundedLines::new(file));
+    let headers = reader.headers().map_err(|e| csv_error(path, 1, e))?.clone();
+    for name in COLUMNS {
+        let at: Vec<usize> = headers
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.eq_ignore_ascii_case(name))
+            .map(|(i, _)| i + 1)
+            .collect();
+        if at.len() > 1 {
+            return Err(line_error(
+                path,
+                1,
+                format!(
+                    "column {name:?} appears {} times in the header (columns {at:?}): keep one",
+                    at.len()
+                ),
+            ));
+        }
+    }
     let col = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
     let (Some(user), Some(item), Some(ts)) = (col("user"), col("item"), col("timestamp")) else {
         return Err(line_error(
@@ -38,7 +65,7 @@ pub fn interactions_csv(db: &Db, path: &Path, opts: &ImportOptions<'_>) -> Resul
     for record in reader.records() {
         let record = record.map_err(|e| {
             let line = e.position().map(|p| p.line()).unwrap_or(0);
-            line_error(path, line, e.to_string())
+            csv_error(path, line, e)
         })?;
         let line = record.position().map(|p| p.line()).unwrap_or(0);
         let field = |i: usize| record.get(i).unwrap_or("");

@@ -75,12 +75,17 @@ impl Bundle {
         manifest.validate().map_err(|r| bad(&manifest_path, r))?;
 
         let files = &manifest.files;
-        let graphs = [Some(&files.onnx), files.decode.as_ref()];
-        for name in graphs
-            .into_iter()
-            .flatten()
-            .chain([&files.tokenizer, &files.tokenization])
-        {
+        // Every file the manifest names has a checksum that must match, the optional ones
+        // (`items`, `test_vectors`) included: a bundle is trusted only as far as its checksums.
+        let named = [
+            Some(&files.onnx),
+            files.decode.as_ref(),
+            Some(&files.tokenizer),
+            Some(&files.tokenization),
+            files.items.as_ref(),
+            files.test_vectors.as_ref(),
+        ];
+        for name in named.into_iter().flatten() {
             let path = dir.join(name);
             let Some(expected) = manifest.sha256.get(name) else {
                 return Err(bad(

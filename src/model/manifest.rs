@@ -7,6 +7,10 @@ use serde::Deserialize;
 /// Largest manifest accepted (bytes): the manifest is small; a huge file is not one.
 pub(crate) const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
 
+/// Longest `prompt.item_separator` accepted (bytes): it is repeated between every history item
+/// of every prompt, so a huge one costs every generation.
+pub(crate) const MAX_ITEM_SEPARATOR_BYTES: usize = 64;
+
 /// The parsed manifest. Unknown fields are ignored (the `training` block is informative).
 #[derive(Clone, Debug, Deserialize)]
 pub(crate) struct Manifest {
@@ -29,11 +33,11 @@ pub(crate) struct Files {
     pub onnx: String,
     pub tokenizer: String,
     pub tokenization: String,
+    /// For tools that set a database up from the bundle; its checksum is verified on open.
     #[serde(default)]
-    #[allow(dead_code)] // for tools that set a database up from the bundle
     pub items: Option<String>,
+    /// Read by the parity tests; its checksum is verified on open.
     #[serde(default)]
-    #[allow(dead_code)] // read by the parity tests
     pub test_vectors: Option<String>,
     /// Format 2: the decoding-step graph (`files.onnx` is then the prefill graph).
     #[serde(default)]
@@ -113,6 +117,21 @@ impl Manifest {
         }
         if self.model_id.is_empty() || self.model_id.len() > 128 {
             return Err("model_id must be 1 to 128 bytes".into());
+        }
+        if let Some(c) = self.model_id.chars().find(|c| c.is_control()) {
+            return Err(format!(
+                "model_id {:?} holds the control character U+{:04X}: use printable characters \
+                 (it is stored with every cached list and shown in stats)",
+                self.model_id, c as u32
+            ));
+        }
+        let sep = &self.prompt.item_separator;
+        if sep.len() > MAX_ITEM_SEPARATOR_BYTES {
+            return Err(format!(
+                "prompt.item_separator is {} bytes, over the limit of {MAX_ITEM_SEPARATOR_BYTES} \
+                 bytes",
+                sep.len()
+            ));
         }
         let sid = &self.sid;
         if !(1..=crate::MAX_LEVELS).contains(&sid.levels) {

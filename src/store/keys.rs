@@ -2,7 +2,7 @@
 //!
 //! | tree        | key                                   |
 //! |-------------|---------------------------------------|
-//! | `meta`      | ASCII name (`header`, `counts`, `kinds`, `dim/<vector name>`, `ann/<vector name>`) |
+//! | `meta`      | ASCII name (`header`, `counts`, `commit`, `kinds`, `dim/<vector name>`, `ann/<vector name>`) |
 //! | `items`     | item_id: u64 BE                        |
 //! | `item_keys` | external item key, UTF-8 bytes         |
 //! | `vectors`   | item_id: u64 BE ++ vector name, UTF-8  |
@@ -17,6 +17,8 @@
 use crate::{Error, Result};
 
 pub(crate) const META_COUNTS: &[u8] = b"counts";
+/// The commit counter, bumped by every write transaction (`commit.rs`).
+pub(crate) const META_COMMIT: &[u8] = b"commit";
 pub(crate) const META_KINDS: &[u8] = b"kinds";
 pub(crate) const META_DIM_PREFIX: &[u8] = b"dim/";
 pub(crate) const META_SID_TABLE: &[u8] = b"sid_table";

@@ -10,12 +10,15 @@
 
 mod ann_record;
 pub(crate) mod codec;
+mod commit;
 mod header;
 mod history_append;
 mod history_chunks;
 mod history_record;
 pub(crate) mod keys;
+mod leftovers;
 mod open;
+mod quiet_panic;
 pub(crate) mod records;
 mod stale_record;
 mod topk_record;
@@ -96,6 +99,10 @@ pub(crate) struct Store {
     pub(crate) trees: Vec<sled::Tree>,
     /// Entries per frozen history chunk (`meta["history_layout"]`).
     pub(crate) history_chunk: usize,
+    /// The durable record of the last acknowledged commit (`commit.rs`).
+    ack: commit::AckFile,
+    /// The newest commit number a transaction of this handle committed.
+    last_commit: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -103,9 +110,10 @@ impl Store {
         &self.trees[id as usize]
     }
 
-    /// Runs `f` as one serializable transaction across `trees` (only those: sled's cost per
-    /// transaction grows with the number of trees in it). `f` may run more than once (sled
-    /// retries on conflict), so it must not have side effects outside the transaction.
+    /// Runs `f` as one serializable transaction across `trees` (only those, plus `meta` for the
+    /// commit counter: sled's cost per transaction grows with the number of trees in it). `f`
+    /// may run more than once (sled retries on conflict), so it must not have side effects
+    /// outside the transaction. Every transaction bumps `meta["commit"]` (`commit.rs`).
     pub(crate) fn transact<T>(
         &self,
         trees: &[TreeId],
@@ -115,21 +123,51 @@ impl Store {
             ConflictableTransactionError as C, TransactionError, Transactional,
             UnabortableTransactionError as U,
         };
-        let handles: Vec<&sled::Tree> = trees.iter().map(|t| self.tree(*t)).collect();
+        let mut all = trees.to_vec();
+        if !all.contains(&TreeId::Meta) {
+            all.push(TreeId::Meta);
+        }
+        let handles: Vec<&sled::Tree> = all.iter().map(|t| self.tree(*t)).collect();
         let out = handles[..].transaction(|views| {
-            let tx = Tx::new(views, trees);
-            f(&tx).map_err(|e| match e {
-                TxFail::Sled(U::Conflict) => C::Conflict,
-                TxFail::Sled(U::Storage(inner)) => C::Storage(inner),
-                TxFail::Abort(Error::Storage(inner)) => C::Storage(inner),
-                TxFail::Abort(other) => C::Abort(other),
-            })
+            let tx = Tx::new(views, &all);
+            f(&tx)
+                .and_then(|v| Ok((v, commit::bump_commit(&tx)?)))
+                .map_err(|e| match e {
+                    TxFail::Sled(U::Conflict) => C::Conflict,
+                    TxFail::Sled(U::Storage(inner)) => C::Storage(inner),
+                    TxFail::Abort(Error::Storage(inner)) => C::Storage(inner),
+                    TxFail::Abort(other) => C::Abort(other),
+                })
         });
         match out {
-            Ok(v) => Ok(v),
+            Ok((v, commit)) => {
+                self.last_commit
+                    .fetch_max(commit, std::sync::atomic::Ordering::SeqCst);
+                Ok(v)
+            }
             Err(TransactionError::Abort(e)) => Err(e),
             Err(TransactionError::Storage(e)) => Err(Error::Storage(e)),
         }
+    }
+
+    /// Flushes sled's log and then records every commit made before the flush began as
+    /// acknowledged (`convergedb.ack`). Every flush that acknowledges writes goes through here
+    /// (or calls [`Store::record_ack`] with the commit read before its own flush).
+    pub(crate) fn flush_acked(&self) -> Result<()> {
+        let commit = self.last_commit();
+        self.db.flush()?;
+        self.record_ack(commit)
+    }
+
+    /// The newest commit number committed through this handle (read it before a flush: the
+    /// flush makes at least that commit durable).
+    pub(crate) fn last_commit(&self) -> u64 {
+        self.last_commit.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Records `commit` as acknowledged after a successful flush (fsyncs `convergedb.ack`).
+    pub(crate) fn record_ack(&self, commit: u64) -> Result<()> {
+        self.ack.record_ack(commit)
     }
 
     /// Reads one raw value outside any transaction.

@@ -1,12 +1,13 @@
 //! Opening the sled files: path checks, the schema header, first-time initialisation.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
+use super::commit::{stored_commit, AckFile};
 use super::header::{check_header, encode_header, FORMAT_VERSION, HEADER_KEY};
+use super::leftovers::remove_failed_snapshots;
+use super::quiet_panic::quietly;
 use super::records::{self, Counts};
 use super::{keys, upgrade, Store, TreeId};
-use crate::config::Durability;
 use crate::{Config, Error, Result};
 
 /// Files sled 0.34 keeps in its directory; a non-empty directory without them is someone else's.
@@ -15,17 +16,22 @@ const SLED_MARKERS: [&str; 2] = ["conf", "db"];
 pub(crate) fn open_store(config: &Config) -> Result<Store> {
     let path = config.path.as_path();
     check_directory(path, config.create_if_missing)?;
+    // A snapshot a full disk left half-written would fail every open (`leftovers.rs`).
+    remove_failed_snapshots(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
 
     let mut sled_config = sled::Config::new()
         .path(path)
         .cache_capacity(config.cache_capacity_bytes)
         .mode(sled::Mode::HighThroughput);
-    sled_config = match config.durability {
-        Durability::Buffered { flush_every_ms } => sled_config.flush_every_ms(Some(flush_every_ms)),
-        Durability::Sync => sled_config.flush_every_ms(None),
-    };
-    // sled can panic on some damaged files; a damaged file must be an error, never a crash.
-    let db = match catch_unwind(AssertUnwindSafe(|| open_waiting_for_lock(&sled_config))) {
+    // No timer flush inside sled: with `Buffered`, convergedb's own flush thread and the writers
+    // keep the loss bound (`db/flusher.rs`); sled's timer could fall behind under load.
+    sled_config = sled_config.flush_every_ms(None);
+    // sled can panic on some damaged files; a damaged file must be an error, never a crash, and
+    // nothing may reach the host's stderr (`quiet_panic.rs`).
+    let db = match quietly(|| open_waiting_for_lock(&sled_config)) {
         Ok(Ok(db)) => db,
         Ok(Err(sled::Error::Io(e))) if e.to_string().contains("could not acquire lock") => {
             return Err(Error::InUse {
@@ -41,16 +47,36 @@ pub(crate) fn open_store(config: &Config) -> Result<Store> {
             ))
         }
     };
-    let trees = TreeId::ALL
-        .iter()
-        .map(|t| db.open_tree(t.name()))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let trees = match quietly(|| {
+        TreeId::ALL
+            .iter()
+            .map(|t| db.open_tree(t.name()))
+            .collect::<std::result::Result<Vec<_>, _>>()
+    }) {
+        Ok(trees) => trees?,
+        Err(_) => {
+            return Err(Error::corruption(
+                "(sled)",
+                path.to_string_lossy().as_bytes(),
+                "the storage engine panicked while opening its trees",
+            ))
+        }
+    };
+    let header = check_header_or_empty(&db, &trees, path)?;
+    // Acknowledged writes sled's recovery dropped (`commit.rs`).
+    let recovered = stored_commit(&trees[TreeId::Meta as usize])?;
+    let ack = AckFile::open(path, recovered, config.accept_lost_writes)?;
     let mut store = Store {
         db,
         trees,
         history_chunk: 0,
+        ack,
+        last_commit: std::sync::atomic::AtomicU64::new(recovered),
     };
-    init_or_check_header(&mut store, path, config)?;
+    match header {
+        None => initialise(&mut store, config)?,
+        Some(version) => open_existing(&mut store, config, version)?,
+    }
     Ok(store)
 }
 
@@ -116,37 +142,50 @@ fn check_directory(path: &Path, create_if_missing: bool) -> Result<()> {
     }
 }
 
-fn init_or_check_header(store: &mut Store, path: &Path, config: &Config) -> Result<()> {
+/// Opens an existing database: upgrades an older format in place (`upgrade.rs`), reads the
+/// history layout, and finishes an upgrade a crash interrupted.
+fn open_existing(store: &mut Store, config: &Config, version: u32) -> Result<()> {
+    if version == 1 {
+        upgrade::begin_v1_to_v2(store, config.history_chunk)?;
+    }
     let meta = store.tree(TreeId::Meta).clone();
+    store.history_chunk = match meta.get(keys::META_HISTORY_LAYOUT)? {
+        Some(v) => records::decode_history_layout(&v)?,
+        None => {
+            return Err(Error::corruption(
+                "meta",
+                keys::META_HISTORY_LAYOUT,
+                "missing history layout record",
+            ))
+        }
+    };
+    if meta.get(upgrade::META_UPGRADE)?.is_some() {
+        upgrade::finish_v1_to_v2(store)?;
+    }
+    Ok(())
+}
+
+/// Checks the schema header; `Ok(None)` when there is none and the database is empty (to be
+/// initialised), else the format version found.
+fn check_header_or_empty(db: &sled::Db, trees: &[sled::Tree], path: &Path) -> Result<Option<u32>> {
+    let meta = &trees[TreeId::Meta as usize];
     if let Some(bytes) = meta.get(HEADER_KEY)? {
-        if check_header(path, &bytes)? == 1 {
-            upgrade::begin_v1_to_v2(store, config.history_chunk)?;
-        }
-        store.history_chunk = match meta.get(keys::META_HISTORY_LAYOUT)? {
-            Some(v) => records::decode_history_layout(&v)?,
-            None => {
-                return Err(Error::corruption(
-                    "meta",
-                    keys::META_HISTORY_LAYOUT,
-                    "missing history layout record",
-                ))
-            }
-        };
-        if meta.get(upgrade::META_UPGRADE)?.is_some() {
-            upgrade::finish_v1_to_v2(store)?;
-        }
-        return Ok(());
+        return Ok(Some(check_header(path, &bytes)?));
     }
     // No header: only a database that holds nothing at all may be initialised.
-    let holds_data = !store.db.is_empty()
-        || store.trees.iter().any(|t| !t.is_empty())
-        || store.db.tree_names().iter().any(|n| !is_known_tree(n));
+    let holds_data = !db.is_empty()
+        || trees.iter().any(|t| !t.is_empty())
+        || db.tree_names().iter().any(|n| !is_known_tree(n));
     if holds_data {
         return Err(Error::NotADatabase {
             path: path.to_path_buf(),
             reason: "a sled database without a convergedb schema header".into(),
         });
     }
+    Ok(None)
+}
+
+fn initialise(store: &mut Store, config: &Config) -> Result<()> {
     store.transact(&[TreeId::Meta], |tx| {
         tx.insert(TreeId::Meta, HEADER_KEY, encode_header(FORMAT_VERSION))?;
         tx.insert(
@@ -157,9 +196,8 @@ fn init_or_check_header(store: &mut Store, path: &Path, config: &Config) -> Resu
         tx.set_counts(&Counts::initial())?;
         Ok(())
     })?;
-    store.db.flush()?;
     store.history_chunk = config.history_chunk;
-    Ok(())
+    store.flush_acked()
 }
 
 fn is_known_tree(name: &[u8]) -> bool {

@@ -155,6 +155,32 @@ enum convergedb_status
    An error of a kind this version of the C API does not name.
    */
   CONVERGEDB_OTHER = 27,
+  /*
+   Writes acknowledged as durable are missing after recovery (the storage engine's log is
+   damaged): restore a backup, or reopen with `convergedb_options.accept_lost_writes`.
+   */
+  CONVERGEDB_LOST_WRITES = 28,
+  /*
+   No model is attached (`convergedb_model_attach` first).
+   */
+  CONVERGEDB_NO_MODEL = 29,
+  /*
+   The model bundle was trained on another tokenization than the database's current one.
+   */
+  CONVERGEDB_FOREIGN_TOKENIZATION = 30,
+  /*
+   A write lost a race it retried (concurrent writers kept changing what it depended on):
+   retry the call.
+   */
+  CONVERGEDB_CONFLICT = 31,
+  /*
+   The vector has no ANN index (build one: `Db::build_ann`, CLI `convergedb ann-build`).
+   */
+  CONVERGEDB_NO_ANN_INDEX = 32,
+  /*
+   No vector of this name is stored in the database.
+   */
+  CONVERGEDB_UNKNOWN_VECTOR = 33,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -197,7 +223,8 @@ typedef struct {
    */
   uint64_t flush_every_ms;
   /*
-   Size of the storage engine's page cache in bytes (default 64 MiB).
+   Size of the storage engine's page cache in bytes (default 64 MiB; below 1 MiB the open
+   fails with `CONVERGEDB_INVALID_ARGUMENT`).
    */
   uint64_t cache_capacity_bytes;
   /*
@@ -205,11 +232,28 @@ typedef struct {
    `convergedb_wait_idle` on the caller's thread).
    */
   uint32_t refresh_workers;
+  /*
+   Open even when writes acknowledged as durable are missing after recovery (default
+   false: such an open fails with `CONVERGEDB_LOST_WRITES`). With true, the open goes on
+   with what was recovered and the acknowledgement record is rewritten to match.
+   */
+  bool accept_lost_writes;
 } convergedb_options;
 
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/*
+ Builds (or rebuilds) the HNSW index over the stored vectors named `vector` and keeps it in
+ step with later writes; the index is dumped beside the database and reloaded on open.
+ `CONVERGEDB_UNKNOWN_VECTOR` when no vector of that name is stored. Thread-safe (writers wait
+ for the build).
+
+ # Safety
+ `db` must be NULL or a live handle; `vector` NULL or NUL-terminated.
+ */
+convergedb_status convergedb_ann_build(const convergedb_db *db, const char *vector);
 
 /*
  Frees a string returned by this library (`convergedb_*_json`). NULL is a no-op. Passing any
@@ -227,7 +271,8 @@ void convergedb_string_free(char *s);
 convergedb_options convergedb_options_default(void);
 
 /*
- Opens (or creates) the database in directory `path` (UTF-8, NUL-terminated).
+ Opens (or creates) the database in directory `path` (UTF-8, NUL-terminated, not empty: ""
+ gives `CONVERGEDB_INVALID_ARGUMENT`, never a database in the current directory).
 
  `opts` may be NULL for `convergedb_options_default()`; it is only read during the call. On
  `CONVERGEDB_OK`, `*out` receives a new handle that the caller owns and must release with
@@ -415,6 +460,28 @@ convergedb_status convergedb_recommend(const convergedb_db *db,
                                        const char *user,
                                        size_t k,
                                        convergedb_recommendation **out);
+
+/*
+ Up to `k` live items whose vector `vector` is nearest to `query` (`dim` floats) by cosine
+ similarity (the score), best first, from the vector's ANN index: the C face of
+ `Db::recommend_by_vector`. Without an index for `vector`, `CONVERGEDB_NO_ANN_INDEX` (the message
+ says how to build one); a query of another dimension than the vector's, or holding NaN or
+ an infinity, `CONVERGEDB_INVALID_ARGUMENT`; `k` as for `convergedb_recommend`.
+
+ On `CONVERGEDB_OK`, `*out` receives a new result object (source "ann", not stale, history
+ version 0) the caller owns and frees with `convergedb_recommendation_free`; on error `*out`
+ is untouched. Thread-safe.
+
+ # Safety
+ `db` must be NULL or a live handle; `vector` NULL or NUL-terminated; `query` NULL or
+ `dim` readable floats (NULL allowed when `dim` is 0); `out` NULL or writable.
+ */
+convergedb_status convergedb_recommend_by_vector(const convergedb_db *db,
+                                                 const char *vector,
+                                                 const float *query,
+                                                 size_t dim,
+                                                 size_t k,
+                                                 convergedb_recommendation **out);
 
 /*
  Number of items in the list (0 when `rec` is NULL).

@@ -29,6 +29,8 @@ _STATUS_NAMES = [
     "ITEM_EXISTS", "DUPLICATE_IN_BATCH", "BATCH_TOO_LARGE", "INVALID_K", "NOT_A_DATABASE",
     "UNSUPPORTED_FORMAT", "CORRUPTION", "STORAGE", "IO", "IN_USE", "POISONED",
     "INVALID_TOKENIZATION", "IMPORT", "CLOSED", "PANIC", "BUFFER_TOO_SMALL", "OTHER",
+    "LOST_WRITES", "NO_MODEL", "FOREIGN_TOKENIZATION", "CONFLICT", "NO_ANN_INDEX",
+    "UNKNOWN_VECTOR",
 ]
 OK = 0
 BUFFER_TOO_SMALL = _STATUS_NAMES.index("BUFFER_TOO_SMALL")
@@ -78,6 +80,7 @@ class _Options(ctypes.Structure):
         ("flush_every_ms", ctypes.c_uint64),
         ("cache_capacity_bytes", ctypes.c_uint64),
         ("refresh_workers", ctypes.c_uint32),
+        ("accept_lost_writes", ctypes.c_bool),
     ]
 
 
@@ -211,10 +214,13 @@ class Database:
 
     `durability` is "buffered" (default; flushed every `flush_every_ms`) or "sync". Use it as a
     context manager, or call close(). After close() every method raises ClosedError.
+    Opening a database whose acknowledged writes are missing after recovery raises
+    LostWritesError; `accept_lost_writes=True` opens it anyway with what was recovered.
     """
 
     def __init__(self, path, durability="buffered", create_if_missing=True,
-                 flush_every_ms=500, cache_capacity_bytes=64 * 1024 * 1024):
+                 flush_every_ms=500, cache_capacity_bytes=64 * 1024 * 1024,
+                 accept_lost_writes=False):
         lib = load_library()
         opts = lib.convergedb_options_default()
         if durability == "buffered":
@@ -227,6 +233,7 @@ class Database:
         opts.create_if_missing = bool(create_if_missing)
         opts.flush_every_ms = flush_every_ms
         opts.cache_capacity_bytes = cache_capacity_bytes
+        opts.accept_lost_writes = bool(accept_lost_writes)
         self._handle = _DB()
         _check(lib.convergedb_db_open(_bytes(os.fspath(path), "path"), ctypes.byref(opts),
                                       ctypes.byref(self._handle)))

@@ -152,3 +152,30 @@ def test_threads(db):
     assert errors == []
     assert db.stats()["interactions"] == 3 + 8 * 20
     assert db.check()["clean"]
+
+
+def test_open_edges_and_lost_writes(tmp_path):
+    with pytest.raises(convergedb.InvalidArgumentError):
+        Database("")
+    with pytest.raises(convergedb.InvalidArgumentError) as e:
+        Database(tmp_path / "small", cache_capacity_bytes=0)
+    assert "cache_capacity_bytes" in e.value.message
+    # Storage files from before two acknowledged writes beside the newer acknowledgement record.
+    a, b = tmp_path / "a", tmp_path / "b"
+    with Database(a, durability="sync") as db:
+        db.put_item("early")
+    import shutil
+    shutil.copytree(a, b)
+    with Database(a, durability="sync") as db:
+        db.put_item("late1")
+        db.put_item("late2")
+    shutil.copy(a / "convergedb.ack", b / "convergedb.ack")
+    with pytest.raises(convergedb.LostWritesError) as e:
+        Database(b)
+    assert e.value.status == 28 and "accept_lost_writes" in e.value.message
+    with Database(b, accept_lost_writes=True) as db:
+        assert db.get_item("early")["key"] == "early"
+        with pytest.raises(convergedb.UnknownItemError):
+            db.get_item("late1")
+    with Database(b) as db:
+        db.put_item("after")

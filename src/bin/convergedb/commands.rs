@@ -20,14 +20,18 @@ pub(crate) fn run(cli: Cli) -> CliResult {
     };
     // Only `import` may create a database; the read commands must not leave an empty one behind.
     let creates = matches!(cli.command, Command::Import { .. });
+    // Only `stream` runs refresh workers: a one-shot command (`generate` included) must not
+    // refresh other users' cached lists in the background before it exits. Users it queues
+    // stay queued durably for the next process that refreshes.
     let workers = match &cli.command {
         Command::Stream { workers, .. } => *workers,
-        _ => 1,
+        _ => 0,
     };
     let db = Config::new(&path)
         .durability(durability)
         .refresh_workers(workers)
         .create_if_missing(creates)
+        .accept_lost_writes(cli.accept_lost_writes)
         .open()?;
     let code = match cli.command {
         Command::Import {

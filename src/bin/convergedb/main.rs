@@ -22,6 +22,10 @@ struct Cli {
     /// When writes reach the disk.
     #[arg(long, global = true, value_enum, default_value_t = DurabilityArg::Buffered)]
     durability: DurabilityArg,
+    /// Open even when writes acknowledged as durable are missing after recovery (the storage
+    /// engine's log was damaged): go on with what was recovered (see docs/design.md).
+    #[arg(long, global = true)]
+    accept_lost_writes: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -85,7 +89,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Counts and settings.
+    /// Counts and settings. Like every command, opening the database first repairs what can be
+    /// rebuilt: an ANN dump that fails its checksum is rebuilt from the store and rewritten, and
+    /// empty leftover snapshot files of a failed write are removed (docs/design.md, "Files").
     Stats {
         /// Print JSON.
         #[arg(long)]
@@ -116,7 +122,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Generate recommendations for a user with a model bundle (runs the LLM now).
+    /// Generate recommendations for a user with a model bundle (runs the LLM now). Attaching
+    /// records the bundle's model id in the database (cached lists of another model become
+    /// stale and their users are queued); no cached list is refreshed by this command.
     Generate {
         /// The user's key.
         user: String,

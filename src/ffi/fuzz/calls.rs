@@ -96,6 +96,9 @@ pub(super) enum Call {
     AllowedNext(usize, Vec<u16>, bool, usize, bool),
     Import(usize, u8, Vec<u8>),
     Export(usize, u8),
+    AnnBuild(usize, Arg),
+    /// slot, vector name, query length (0-3), NaN in the query, k, NULL out, item index.
+    RecommendByVector(usize, Arg, usize, bool, usize, bool, usize),
     StatusName(i32),
 }
 
@@ -192,7 +195,23 @@ pub(super) fn call(u: &mut Unstructured<'_>) -> arbitrary::Result<Call> {
             )
         }
         17 => Call::Import(slot, u.int_in_range(0..=3)?, Vec::<u8>::arbitrary(u)?),
-        18 => Call::Export(slot, u.int_in_range(0..=2)?),
+        18 => match u.int_in_range(0u8..=3)? {
+            0 => Call::AnnBuild(slot, arg(u, &["v", "w", "x"])?),
+            1 => Call::RecommendByVector(
+                slot,
+                arg(u, &["v", "w", "x"])?,
+                u.int_in_range(0..=3)?,
+                u.ratio(1u8, 8)?,
+                match u.int_in_range(0u8..=5)? {
+                    0 => 0,
+                    1 => usize::MAX,
+                    n => usize::from(n),
+                },
+                u.ratio(1u8, 8)?,
+                u.int_in_range(0..=4)?,
+            ),
+            _ => Call::Export(slot, u.int_in_range(0..=2)?),
+        },
         19 if u.ratio(1u8, 2)? => Call::StatusName(i32::arbitrary(u)?),
         // Well-formed writes, so that the catalog and the histories fill up.
         _ if u.ratio(1u8, 2)? => Call::Put(

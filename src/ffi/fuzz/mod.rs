@@ -17,6 +17,7 @@ use std::ptr;
 
 use arbitrary::Unstructured;
 
+use crate::ffi::ann::convergedb_ann_build;
 use crate::ffi::call::convergedb_string_free;
 use crate::ffi::db::{
     convergedb_check_json, convergedb_db, convergedb_db_close, convergedb_db_flush,
@@ -30,9 +31,10 @@ use crate::ffi::items::{
     convergedb_items_put_jsonl,
 };
 use crate::ffi::recommend::{
-    convergedb_recommend, convergedb_recommendation, convergedb_recommendation_free,
-    convergedb_recommendation_item_key, convergedb_recommendation_item_score,
-    convergedb_recommendation_len, convergedb_recommendation_source,
+    convergedb_recommend, convergedb_recommend_by_vector, convergedb_recommendation,
+    convergedb_recommendation_free, convergedb_recommendation_item_key,
+    convergedb_recommendation_item_score, convergedb_recommendation_len,
+    convergedb_recommendation_source,
 };
 use crate::ffi::sid::{
     convergedb_allowed_next, convergedb_sid, convergedb_sid_export, convergedb_sid_import,
@@ -426,6 +428,53 @@ fn one(dir: &Path, handles: &mut Handles, c: Call) -> Result<(), String> {
             // SAFETY: NULL or a live handle; `p` NULL or NUL-terminated.
             let s = unsafe { convergedb_sid_export(h, p.ptr()) };
             sane("sid_export", s, h.is_null() || p.is_bad() || which == 1)
+        }
+        Call::AnnBuild(slot, vector) => {
+            let h = handles.get(slot);
+            // SAFETY: NULL or a live handle; `vector` NULL or NUL-terminated.
+            let s = unsafe { convergedb_ann_build(h, vector.ptr()) };
+            sane("ann_build", s, h.is_null() || vector.is_bad())
+        }
+        Call::RecommendByVector(slot, vector, dim, nan, k, null_out, index) => {
+            let h = handles.get(slot);
+            let mut query = [1.0f32, 0.5, 0.25];
+            if nan {
+                query[0] = f32::NAN;
+            }
+            let q = if dim == 0 {
+                ptr::null()
+            } else {
+                query.as_ptr()
+            };
+            let mut out: *mut convergedb_recommendation = ptr::null_mut();
+            let out_ptr: *mut *mut convergedb_recommendation =
+                if null_out { ptr::null_mut() } else { &mut out };
+            // SAFETY: NULL or a live handle; `vector` NULL or NUL-terminated; `q` NULL (dim 0)
+            // or `dim` <= 3 readable floats; `out_ptr` NULL or writable.
+            let s = unsafe { convergedb_recommend_by_vector(h, vector.ptr(), q, dim, k, out_ptr) };
+            let bad = h.is_null() || vector.is_bad() || null_out || k == 0 || k == usize::MAX;
+            sane("recommend_by_vector", s, bad || (nan && dim > 0))?;
+            if s != S::CONVERGEDB_OK {
+                return Ok(());
+            }
+            if out.is_null() {
+                return Err("recommend_by_vector: OK without a result".into());
+            }
+            // SAFETY: `out` is a live result until the free below.
+            let len = unsafe { convergedb_recommendation_len(out) };
+            // SAFETY: as above; any index is allowed.
+            let key = unsafe { convergedb_recommendation_item_key(out, index) };
+            // SAFETY: as above.
+            let score = unsafe { convergedb_recommendation_item_score(out, index) };
+            // SAFETY: returned by `convergedb_recommend_by_vector`, freed once.
+            unsafe { convergedb_recommendation_free(out) };
+            if len > k || (index < len) == key.is_null() || (index < len) == score.is_nan() {
+                return Err(format!(
+                    "recommend_by_vector: len {len} (k {k}), index {index}: key null {}, score {score}",
+                    key.is_null()
+                ));
+            }
+            Ok(())
         }
         Call::StatusName(v) => {
             // SAFETY: static strings.
