@@ -59,7 +59,7 @@ pub struct Config {
 }
 
 /// Entries per frozen history chunk in a new database (`Config::history_chunk_entries`).
-pub const DEFAULT_HISTORY_CHUNK: usize = 32;
+pub(crate) const DEFAULT_HISTORY_CHUNK: usize = 32;
 
 /// Input limits. Every one is checked on every public entry point.
 #[derive(Clone, Debug, PartialEq, Eq)]

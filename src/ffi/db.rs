@@ -30,8 +30,8 @@ pub struct convergedb_options {
     /// Size of the storage engine's page cache in bytes (default 64 MiB; below 1 MiB the open
     /// fails with `CONVERGEDB_INVALID_ARGUMENT`).
     pub cache_capacity_bytes: u64,
-    /// Background refresh workers for the cached lists (default 1; 0: lists are refreshed by
-    /// `convergedb_wait_idle` on the caller's thread).
+    /// Background refresh workers for the cached lists (default: one per core, at most 8; 0:
+    /// lists are refreshed by `convergedb_wait_idle` on the caller's thread).
     pub refresh_workers: u32,
     /// Open even when writes acknowledged as durable are missing after recovery (default
     /// false: such an open fails with `CONVERGEDB_LOST_WRITES`). With true, the open goes on
@@ -76,7 +76,7 @@ pub extern "C" fn convergedb_options_default() -> convergedb_options {
         create_if_missing: true,
         flush_every_ms: 500,
         cache_capacity_bytes: 64 * 1024 * 1024,
-        refresh_workers: 1,
+        refresh_workers: crate::default_workers() as u32,
         accept_lost_writes: false,
     }
 }

@@ -228,8 +228,8 @@ typedef struct {
    */
   uint64_t cache_capacity_bytes;
   /*
-   Background refresh workers for the cached lists (default 1; 0: lists are refreshed by
-   `convergedb_wait_idle` on the caller's thread).
+   Background refresh workers for the cached lists (default: one per core, at most 8; 0:
+   lists are refreshed by `convergedb_wait_idle` on the caller's thread).
    */
   uint32_t refresh_workers;
   /*
