@@ -156,11 +156,17 @@ impl AckFile {
     }
 
     /// Records `commit` as acknowledged (durable): call it after a successful flush with the
-    /// commit number read before the flush started. Only ever moves forward; one fsync.
+    /// commit number read before the flush started. Only ever moves forward. One positioned
+    /// write, no fsync: like sled's log after its flush, the record then survives a process
+    /// crash (it is in the kernel's page cache), and a power loss can only leave it behind the
+    /// log, which may hide a loss but never reports one that did not happen. An fsync here
+    /// halved the Sync write rate (docs/benchmarks.md, issue 18).
     pub(crate) fn record_ack(&self, commit: u64) -> Result<()> {
         self.write(commit, false)
     }
 
+    /// Writes the record; `force` rewrites it even when not newer, and fsyncs it (on open, when
+    /// the record is created or rewritten after accepting a loss).
     fn write(&self, commit: u64, force: bool) -> Result<()> {
         let mut state = self.state.lock();
         if !force && commit <= state.1 {
@@ -171,8 +177,14 @@ impl AckFile {
         let result = file
             .seek(SeekFrom::Start(0))
             .and_then(|_| file.write_all(&bytes))
-            .and_then(|()| file.set_len(FILE_LEN as u64))
-            .and_then(|()| file.sync_data());
+            .and_then(|()| {
+                if force {
+                    file.set_len(FILE_LEN as u64)
+                        .and_then(|()| file.sync_data())
+                } else {
+                    Ok(())
+                }
+            });
         result.map_err(|source| Error::Io {
             path: self.path.clone(),
             source,
