@@ -117,6 +117,10 @@ fn main() {
         "  raw sled insert, 24 B event p50 {re50:>7.2}   call/raw {:.1}x",
         l50 / re50
     );
+    println!(
+        "  raw sled inserts of the 3 records one call writes (head, popularity, counts) p50 {rr50:>7.2}   call/raw {:.1}x",
+        l50 / rr50
+    );
     report.insert(
         "single_call_us".into(),
         json!({"light": {"p50": l50, "p99": l99}, "heavy_10000": {"p50": h50, "p99": h99},
