@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 NEG = -1e9  # finite, so a fully masked (left-padding) row gives no NaN
+OUT_MASK = -1e4  # output bias of tokens the model may not generate (restrict_output)
 
 
 class Block(nn.Module):
@@ -45,6 +46,11 @@ class GPT(nn.Module):
         self.ln_f = nn.LayerNorm(d)
         self.drop = nn.Dropout(dropout)
         self.cfg = dict(vocab=vocab, d=d, layers=layers, heads=heads, max_pos=max_pos)
+        # Added to the output logits. Zero, or (`restrict_output`) OUT_MASK outside the ID
+        # tokens: the next-token distribution is then a softmax over the ID tokens only, and the
+        # full-vocabulary log-sum-exp the graphs export equals the ID tokens' one (exp(-1e4) = 0
+        # in float32), so training on ID logits alone is exact for what the bundle serves.
+        self.register_buffer("out_bias", torch.zeros(vocab))
         nn.init.normal_(self.tok.weight, std=0.02)
         nn.init.normal_(self.pos.weight, std=0.01)
         for b in self.blocks:
@@ -57,7 +63,7 @@ class GPT(nn.Module):
     def empty_past(self, batch):
         H = self.cfg["heads"]
         hd = self.cfg["d"] // H
-        z = torch.zeros(batch, H, 0, hd)
+        z = torch.zeros(batch, H, 0, hd, device=self.tok.weight.device)
         return [(z, z) for _ in self.blocks]
 
     def hidden(self, input_ids, attention_mask, position_ids, past=None):
@@ -80,8 +86,19 @@ class GPT(nn.Module):
             presents.append((k, v))
         return self.ln_f(x), presents
 
+    def restrict_output(self, start, count):
+        """Only tokens start..start+count-1 (the ID tokens) can be generated."""
+        with torch.no_grad():
+            self.out_bias.fill_(OUT_MASK)
+            self.out_bias[start:start + count] = 0.0
+
     def logits(self, h):
-        return h @ self.tok.weight.T
+        return h @ self.tok.weight.T + self.out_bias
+
+    def id_logits(self, h, start, count):
+        """The logits of tokens start..start+count-1 only (what training needs when every target
+        is an ID token and the output is restricted to them)."""
+        return h @ self.tok.weight[start:start + count].T + self.out_bias[start:start + count]
 
     def forward(self, input_ids, attention_mask, position_ids, past=None):
         h, presents = self.hidden(input_ids, attention_mask, position_ids, past)
