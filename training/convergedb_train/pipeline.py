@@ -176,6 +176,16 @@ def slug(name):
     return "".join(ch if ch.isalnum() or ch == "-" else "-" for ch in name.lower()).strip("-") or "dataset"
 
 
+def codes_per_level(c, num_items):
+    """C, or for "auto" the power of two nearest to num_items / 40 within [16, 256]: about 40
+    items per first-level code, what the hand-picked C = 32 (ML-100K, 1,681 items) and the
+    paper's C = 256 (Instruments, 9,922 items) both give; enough items per code for k-means on
+    the residuals of the next level, and C^4 far above the number of items."""
+    if c != "auto":
+        return int(c)
+    return int(min(256, max(16, 2 ** round(np.log2(max(num_items, 1) / 40)))))
+
+
 def valid_sample(split, n, seed=0):
     """A fixed sample of users (sorted indices) whose validation targets select the checkpoint."""
     users = len(split.valid_target)
@@ -240,8 +250,9 @@ def run(args):
             raise SystemExit(f"{args.tokenization}: {len(missing)} items have no codes, e.g. {missing[:5]}")
         extra["rqvae"] = {"source": args.tokenization}
     else:
-        C = cfg["rqvae"]["codes"]
-        layers, cb, codes, rinfo = rqvae.train(vecs, text_emb, {**cfg["rqvae"], "align_weight": cfg.get("align_weight", 0.5)}, log)
+        C = codes_per_level(cfg["rqvae"]["codes"], ds.num_items)
+        layers, cb, codes, rinfo = rqvae.train(vecs, text_emb, {**cfg["rqvae"], "codes": C,
+                                                                "align_weight": cfg.get("align_weight", 0.5)}, log)
         tok_dict = tkz.make(L, C, {k: codes[i] for i, k in enumerate(ds.item_keys)}, vector="sasrec",
                             encoder_layers=layers, codebooks=cb,
                             source=f"convergedb_train RQ-VAE over SASRec vectors, text alignment weight "
