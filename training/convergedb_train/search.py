@@ -60,7 +60,7 @@ class ModelRecommender(Bundle):
         return SharedPrefixDecoder(self.sessions, self.first, self.L * self.C, self.first, "shared_prefix")
 
 
-def evaluate(model, corpus, histories, targets, beam=20, k=10, batch=64, exclude=False):
+def evaluate(model, corpus, histories, targets, beam=20, k=10, batch=128, exclude=False):
     """Recall/NDCG@5/10 of the constrained beam search (beam 20, top 10, history kept by default:
     the LC-Rec protocol) of `model` on these users."""
     was = model.training
