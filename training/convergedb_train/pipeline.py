@@ -224,7 +224,8 @@ def run(args):
             os.makedirs(args.cache, exist_ok=True)
             np.save(cache, text_emb)
         log(f"MiniLM text embeddings: {text_emb.shape} in {time.time() - t:.0f}s")
-    extra = {"config": cfg, "data": {"path": os.path.abspath(args.data), "format": args.format, "name": ds.name},
+    extra = {"config": cfg, "data": {"path": os.path.basename(os.path.abspath(args.data)), "format": args.format,
+                                     "name": ds.name},
              "device": device, "threads": threads,
              "skipped": {k: (len(v) if isinstance(v, list) else v) for k, v in ds.report.items()}}
     # behavioural embeddings
