@@ -132,8 +132,13 @@ def batches(ex, bs, rng):
 
 def lr_at(step, total, cfg):
     """Linear warm-up over `warmup_steps`, then cosine decay to `min_lr_ratio` x lr at `total`
-    (= the maximum number of steps; early stopping usually ends training before)."""
+    (= the maximum number of steps; early stopping usually ends training before). `schedule`
+    "plateau": warm-up, then constant; train() halves it after `plateau_patience` evaluations
+    without a better validation NDCG@10 (so early stopping cannot end a run before its learning
+    rate has decayed, whatever the dataset's number of epochs)."""
     lr, warm = cfg.get("lr", 2e-3), cfg.get("warmup_steps", 200)
+    if cfg.get("schedule", "cosine") == "plateau":  # warm-up, then lr x the plateau factor (train())
+        return lr * min(1.0, (step + 1) / warm)
     if cfg.get("schedule", "cosine") == "linear":  # the first pipeline's schedule (configs/ml100k.json)
         return lr * min(1.0, (step + 1) / warm) * max(cfg.get("min_lr_ratio", 0.05), 1 - step / max(total, 1))
     if step < warm:
@@ -192,6 +197,8 @@ def train(corpus, cfg, log=print, init_emb=None, device="cpu", validate=None, cu
     step, t0, ep_times, eval_s = 0, time.time(), [], 0.0
     curve, best, best_state, best_epoch, bad = [], -1.0, None, 0, 0
     stopped = "max_epochs"
+    factor, since_cut = 1.0, 0  # plateau schedule: the learning-rate factor, evaluations since the last cut
+    plateau = cfg.get("schedule", "cosine") == "plateau"
     for ep in range(epochs):
         te = time.time()
         model.train()
@@ -200,7 +207,7 @@ def train(corpus, cfg, log=print, init_emb=None, device="cpu", validate=None, cu
         total_steps = total_steps or len(bl) * epochs
         tot = totn = 0.0
         for b in bl:
-            lr = lr_at(step, total_steps, cfg)
+            lr = lr_at(step, total_steps, cfg) * factor
             for gparam in opt.param_groups:
                 gparam["lr"] = lr
             step += 1
@@ -233,11 +240,15 @@ def train(corpus, cfg, log=print, init_emb=None, device="cpu", validate=None, cu
             row.update({f"valid_{k}": x for k, x in met.items()})
             msg += f" valid ndcg@10 {met['ndcg@10']:.4f} recall@10 {met['recall@10']:.4f} ({time.time() - tv:.0f}s)"
             if met["ndcg@10"] > best:
-                best, best_epoch, bad = met["ndcg@10"], ep + 1, 0
+                best, best_epoch, bad, since_cut = met["ndcg@10"], ep + 1, 0, 0
                 best_state = {k: x.detach().cpu().clone() for k, x in model.state_dict().items()}
                 msg += " *"
             else:
                 bad += 1
+                since_cut += 1
+                if plateau and since_cut >= cfg.get("plateau_patience", 3) and factor > cfg.get("min_lr_ratio", 0.05):
+                    factor, since_cut = factor * 0.5, 0
+                    msg += f" (lr x {factor:g})"
         curve.append(row)
         log(msg)
         if curve_path:

@@ -106,3 +106,10 @@ def test_early_stopping_and_validation_search_equal_the_bundle(tmp_path):
     assert max(abs(a[1] - c[1]) for r1, r2 in zip(got, want) for a, c in zip(r1, r2)) < 1e-4
     m = search.evaluate(model, crp, hist, split.valid_target[:12])
     assert set(m) == {"recall@5", "ndcg@5", "recall@10", "ndcg@10"}
+
+
+def test_plateau_schedule_halves_before_stopping(tmp_path):
+    """The plateau schedule: warm-up, then constant; halved after plateau_patience evaluations
+    without a better validation NDCG@10."""
+    assert train_lm.lr_at(0, 100, {"lr": 1.0, "warmup_steps": 4, "schedule": "plateau"}) == pytest.approx(0.25)
+    assert train_lm.lr_at(50, 100, {"lr": 1.0, "warmup_steps": 4, "schedule": "plateau"}) == 1.0
