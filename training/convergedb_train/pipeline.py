@@ -233,7 +233,9 @@ def run(args):
                              device=device)
     vecs = sasrec.item_vectors(sm)
     extra["sasrec"] = sinfo
-    metrics = {"sasrec": rank_metrics(sasrec.topk(sm, split.test_history), split.test_target)}
+    metrics = {"sasrec": rank_metrics(sasrec.topk(sm, split.test_history), split.test_target),
+               "sasrec_exclude_history": rank_metrics(sasrec.topk(sm, split.test_history, exclude=split.test_history),
+                                                      split.test_target)}
     metrics["popularity"] = rank_metrics([popularity_topk(split, ds.num_items)] * len(split.test_target), split.test_target)
     log(f"sasrec test {metrics['sasrec']}  popularity {metrics['popularity']}")
     # tokenization

@@ -6,6 +6,7 @@ import sys
 
 ROWS = [("lm", "LM, all alignment tasks (ours)"), ("lm_sequential_only", "LM, sequential task only (ablation)"),
         ("sasrec", "SASRec"), ("popularity", "popularity"),
+        ("sasrec_exclude_history", "SASRec, history excluded (not the protocol; for reference)"),
         ("lm_exclude_history", "LM, all tasks, history excluded (not the protocol; for reference)")]
 
 
