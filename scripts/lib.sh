@@ -77,7 +77,8 @@ PY
 # MINILM_DIR (all-MiniLM-L6-v2 weights + tokenizer). Debian's python3-torch 1.13 (CPU) is used
 # through a venv with --system-site-packages; PyPI's torch is the 3 GB CUDA build.
 # Pins: onnx 1.16.2 (later onnx pulls ml_dtypes, which needs numpy 2; Debian's torch needs
-# Debian's numpy 1.24), onnxruntime 1.32.0, tokenizers 0.23.x, safetensors 0.8.x, pytest 9.x.
+# Debian's numpy 1.24), onnxruntime 1.32.0, tokenizers 0.23.x, safetensors 0.8.x, pytest 9.x,
+# matplotlib 3.x (the training curves' PNG; its wheels run on numpy 1.24).
 TRAIN_VENV="$CACHE/train-venv"
 MINILM_VERSION="0.1.0"
 train_env() {
@@ -92,11 +93,12 @@ train_env() {
     $sudo apt-get update -qq >&2 && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
       python3-torch libopenblas0-pthread python3-venv >&2
   fi
-  if [ ! -x "$TRAIN_VENV/bin/python" ] || ! "$TRAIN_VENV/bin/python" -c 'import onnx, onnxruntime, tokenizers, safetensors, pytest, torch' 2>/dev/null; then
+  if [ ! -x "$TRAIN_VENV/bin/python" ] || ! "$TRAIN_VENV/bin/python" -c 'import onnx, onnxruntime, tokenizers, safetensors, pytest, torch, matplotlib' 2>/dev/null; then
     say "creating the training venv at $TRAIN_VENV"
     /usr/bin/python3 -m venv --system-site-packages "$TRAIN_VENV" >&2
     "$TRAIN_VENV/bin/pip" install --quiet --disable-pip-version-check \
-      "onnx==1.16.2" "onnxruntime==1.32.0" "tokenizers>=0.23,<0.24" "safetensors>=0.8,<0.9" "pytest>=9,<10" >&2
+      "onnx==1.16.2" "onnxruntime==1.32.0" "tokenizers>=0.23,<0.24" "safetensors>=0.8,<0.9" "pytest>=9,<10" \
+      "matplotlib>=3.7,<3.11" >&2
     # keep Debian's numpy (torch 1.13 is built against numpy 1.x)
     "$TRAIN_VENV/bin/pip" uninstall --quiet -y numpy ml_dtypes >/dev/null 2>&1 || true
   fi

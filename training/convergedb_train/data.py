@@ -22,6 +22,8 @@ class Dataset:
     user_keys: list
     histories: list  # per user: list of item indices, chronological
     report: dict = field(default_factory=dict)
+    domain: str = "item"  # "movie" or "item": the wording of the prompt templates
+    index_path: str = None  # an LC-Rec/LETTER NAME.index.json beside the data, if any
 
     @property
     def num_items(self):
@@ -106,46 +108,254 @@ def build(name, items, interactions, require_text, min_interactions=3):
     return Dataset(name, keys, titles, attrs, user_keys, histories, report)
 
 
+# --- loaders: a dataset is named by its format and path, never by a built-in name ---
+#
+# Every loader takes PATH (a folder, or one of the dataset's files) and an optional NAME (the
+# file stem, needed only when a folder holds several datasets) and returns a `Dataset` whose
+# `name` is NAME in lower case, `domain` "movie" or "item" (it picks the prompt wording), and
+# `index_path` the LC-Rec/LETTER tokenization file beside the data (or None).
+
+FORMATS = ("movielens", "recbole", "lcrec")
+TITLE_FIELDS = ("title", "movie_title", "name", "item_name", "book_title")
+YEAR_FIELDS = ("year", "release_year")
+GENRE_FIELDS = ("genres", "genre", "class", "categories", "category")
+
+
+def _find(path, suffix, name=None):
+    """(folder, NAME) of the dataset file NAME + suffix under PATH (a folder or that file)."""
+    if os.path.isfile(path):
+        base = os.path.basename(path)
+        if not base.endswith(suffix):
+            raise SystemExit(f"{path}: expected a file ending in {suffix}")
+        return os.path.dirname(path) or ".", base[: -len(suffix)]
+    if not os.path.isdir(path):
+        raise SystemExit(f"{path}: no such file or folder")
+    if name is not None:
+        if not os.path.exists(os.path.join(path, name + suffix)):
+            raise SystemExit(f"{path}: no {name}{suffix}")
+        return path, name
+    found = sorted(f[: -len(suffix)] for f in os.listdir(path) if f.endswith(suffix))
+    if not found:
+        raise SystemExit(f"{path}: no *{suffix} file")
+    if len(found) > 1:
+        raise SystemExit(f"{path}: several datasets ({', '.join(found)}): name one with --name")
+    return path, found[0]
+
+
+def detect_format(path):
+    """movielens | recbole | lcrec from the files under PATH."""
+    files = [os.path.basename(path)] if os.path.isfile(path) else os.listdir(path)
+    if any(f.endswith(".inter.json") for f in files):
+        return "lcrec"
+    if any(f.endswith(".inter") for f in files):
+        return "recbole"
+    if any(f in ("u.data", "ratings.dat", "ratings.csv") for f in files):
+        return "movielens"
+    raise SystemExit(f"{path}: cannot tell the dataset format (no *.inter.json, *.inter, u.data, "
+                     "ratings.dat or ratings.csv); pass --format")
+
+
+def load(fmt, path, name=None):
+    """The dataset at PATH in format FMT ("auto" detects it)."""
+    if fmt in (None, "auto"):
+        fmt = detect_format(path)
+    if fmt == "lcrec":
+        return load_lcrec(path, name)
+    if fmt == "recbole":
+        return load_recbole(path, name)
+    if fmt == "movielens":
+        return load_movielens(path, name)
+    raise SystemExit(f"unknown dataset format {fmt!r} (one of {', '.join(FORMATS)}, auto)")
+
+
+def _split_attrs(fields, row):
+    """(title, attributes) of an item row: the first title-like field is the title; year- and
+    genre-like fields become "year" and "genres"; other non-empty text fields keep their name."""
+    title, a = None, {}
+    for f in TITLE_FIELDS:
+        if f in row and (row[f] or "").strip():
+            title = row[f].strip()
+            break
+    for f, typ in fields:
+        v = (row.get(f) or "").strip()
+        if not v or v.lower() in UNKNOWN_TITLES or f == "item_id" or f in TITLE_FIELDS:
+            continue
+        if f in YEAR_FIELDS:
+            a.setdefault("year", v)
+        elif f in GENRE_FIELDS:
+            a.setdefault("genres", v)
+        elif typ in ("token", "token_seq"):
+            a[f] = v
+    return title, a
+
+
+def _atomic_fields(path):
+    with open(path, encoding="utf-8", errors="replace") as f:
+        header = f.readline().rstrip("\n").split("\t")
+    return [(h.split(":")[0], h.split(":")[1] if ":" in h else "token") for h in header]
+
+
+def load_recbole(path, name=None):
+    """RecBole atomic files: NAME.inter (user_id, item_id, optional timestamp) and an optional
+    NAME.item (item_id and text fields). Without a timestamp, the file order is the order."""
+    folder, name = _find(path, ".inter", name)
+    inter_path = os.path.join(folder, name + ".inter")
+    fields = dict(_atomic_fields(inter_path))
+    for need in ("user_id", "item_id"):
+        if need not in fields:
+            raise SystemExit(f"{inter_path}: no {need} column (RecBole atomic header: user_id:token ...)")
+    inter = []
+    for pos, r in enumerate(_atomic(inter_path)):
+        ts = r.get("timestamp")
+        inter.append((r["user_id"].strip(), r["item_id"].strip(), float(ts) if ts not in (None, "") else pos))
+    item_path = os.path.join(folder, name + ".item")
+    items, domain = [], "item"
+    if os.path.exists(item_path):
+        ifields = _atomic_fields(item_path)
+        domain = "movie" if any(f == "movie_title" for f, _ in ifields) else "item"
+        for r in _atomic(item_path):
+            title, a = _split_attrs(ifields, r)
+            items.append((r["item_id"].strip(), title, a))
+    known = {k for k, _, _ in items}
+    seen = []
+    for _, it, _ in inter:
+        if it not in known:
+            known.add(it)
+            seen.append((it, None, {}))
+    items += seen  # items only named by interactions: no text
+    ds = build(name.lower(), items, inter, require_text=any(t for _, t, _ in items))
+    ds.domain = domain
+    return ds
+
+
 def load_ml100k(directory):
+    """MovieLens-100K as RecBole ships it (ml-100k.inter, ml-100k.item)."""
+    return load_recbole(directory, "ml-100k")
+
+
+def _year_title(t):
+    t = t.strip()
+    if len(t) > 7 and t.endswith(")") and t[-6] == "(" and t[-5:-1].isdigit():
+        return t[:-6].strip(), t[-5:-1]
+    return t, None
+
+
+def load_movielens(path, name=None):
+    """GroupLens MovieLens files: ml-100k (u.data, u.item, u.genre), ml-1m/10m (ratings.dat,
+    movies.dat with '::'), ml-latest (ratings.csv, movies.csv); or RecBole's packaging of
+    MovieLens (a folder with NAME.inter). Titles "Name (1995)" are split into title and year."""
+    import csv
+    folder = path if os.path.isdir(path) else os.path.dirname(path) or "."
+    files = set(os.listdir(folder))
+    if any(f.endswith(".inter") for f in files) and not {"u.data", "ratings.dat", "ratings.csv"} & files:
+        ds = load_recbole(path, name)
+        ds.domain = "movie"
+        return ds
+    name = name or os.path.basename(os.path.abspath(folder))
+    items, inter = [], []
+    if "u.data" in files:
+        genres = []
+        if "u.genre" in files:
+            with open(os.path.join(folder, "u.genre"), encoding="latin-1") as f:
+                genres = [l.split("|")[0] for l in f if l.strip()]
+        with open(os.path.join(folder, "u.item"), encoding="latin-1") as f:
+            for line in f:
+                p = line.rstrip("\n").split("|")
+                if len(p) < 2:
+                    continue
+                title, year = _year_title(p[1])
+                a = {}
+                if year:
+                    a["year"] = year
+                g = [genres[j] for j, flag in enumerate(p[5:]) if flag == "1" and j < len(genres)]
+                if g:
+                    a["genres"] = " ".join(g)
+                items.append((p[0], title, a))
+        with open(os.path.join(folder, "u.data")) as f:
+            for line in f:
+                p = line.split()
+                if len(p) >= 4:
+                    inter.append((p[0], p[1], int(p[3])))
+    elif "ratings.dat" in files:
+        with open(os.path.join(folder, "movies.dat"), encoding="latin-1") as f:
+            for line in f:
+                p = line.rstrip("\n").split("::")
+                if len(p) >= 3:
+                    title, year = _year_title(p[1])
+                    a = {"year": year} if year else {}
+                    if p[2] and p[2] != "(no genres listed)":
+                        a["genres"] = p[2].replace("|", " ")
+                    items.append((p[0], title, a))
+        with open(os.path.join(folder, "ratings.dat")) as f:
+            for line in f:
+                p = line.strip().split("::")
+                if len(p) >= 4:
+                    inter.append((p[0], p[1], int(p[3])))
+    elif "ratings.csv" in files:
+        with open(os.path.join(folder, "movies.csv"), encoding="utf-8", newline="") as f:
+            for r in csv.DictReader(f):
+                title, year = _year_title(r["title"])
+                a = {"year": year} if year else {}
+                if r.get("genres") and r["genres"] != "(no genres listed)":
+                    a["genres"] = r["genres"].replace("|", " ")
+                items.append((r["movieId"], title, a))
+        with open(os.path.join(folder, "ratings.csv"), encoding="utf-8", newline="") as f:
+            for r in csv.DictReader(f):
+                inter.append((r["userId"], r["movieId"], int(float(r["timestamp"]))))
+    else:
+        raise SystemExit(f"{folder}: no MovieLens files (u.data, ratings.dat, ratings.csv or RecBole *.inter)")
+    ds = build(name.lower(), items, inter, require_text=True)
+    ds.domain = "movie"
+    return ds
+
+
+def _int_or_str(keys):
+    keys = list(keys)
+    return sorted(keys, key=int) if all(k.lstrip("-").isdigit() for k in keys) else keys
+
+
+def load_lcrec(path, name=None):
+    """LC-Rec/LETTER JSON: NAME.inter.json ({user: [item, ...]} in chronological order), an
+    optional NAME.item.json ({item: {"title", "description", ...}}), an optional NAME.index.json
+    (the LETTER tokenization, `Dataset.index_path`). Users and items in numeric key order when
+    every key is a number, else in file order; the timestamp of an interaction is its position."""
+    folder, name = _find(path, ".inter.json", name)
+    with open(os.path.join(folder, name + ".inter.json")) as f:
+        inter_json = json.load(f)
+    item_keys, inter = {}, []
+    for u in _int_or_str(inter_json):
+        for pos, it in enumerate(inter_json[u]):
+            item_keys.setdefault(str(it), None)
+            inter.append((str(u), str(it), pos))
+    meta = {}
+    ipath = os.path.join(folder, name + ".item.json")
+    if os.path.exists(ipath):
+        with open(ipath) as f:
+            meta = {str(k): v for k, v in json.load(f).items()}
+    for k in meta:
+        item_keys.setdefault(k, None)
     items = []
-    for r in _atomic(os.path.join(directory, "ml-100k.item")):
+    for k in _int_or_str(item_keys):
+        m = meta.get(k) or {}
+        title = m.get("title") if isinstance(m.get("title"), str) and m.get("title").strip() else None
         a = {}
-        y = (r.get("release_year") or "").strip()
-        if y and y.lower() not in UNKNOWN_TITLES:
-            a["year"] = y
-        g = (r.get("class") or "").strip()
-        if g and g.lower() not in UNKNOWN_TITLES:
-            a["genres"] = g
-        items.append((r["item_id"].strip(), (r.get("movie_title") or "").strip(), a))
-    inter = [(r["user_id"].strip(), r["item_id"].strip(), int(float(r["timestamp"])))
-             for r in _atomic(os.path.join(directory, "ml-100k.inter"))]
-    return build("ml-100k", items, inter, require_text=True)
+        for kk, v in m.items():
+            if kk in ("title", "description") or not isinstance(v, str) or not v.strip():
+                continue
+            a["genres" if kk in GENRE_FIELDS else "year" if kk in YEAR_FIELDS else kk] = v.strip()
+        items.append((k, title, a))
+    ds = build(name.lower(), items, inter, require_text=any(t for _, t, _ in items))
+    ds.domain = "item"
+    xpath = os.path.join(folder, name + ".index.json")
+    ds.index_path = xpath if os.path.exists(xpath) else None
+    return ds
 
 
 def load_instruments(directory, name="Instruments"):
-    """LC-Rec/LETTER format; returns None when the folder is absent."""
-    path = os.path.join(directory, f"{name}.inter.json")
-    if not os.path.exists(path):
+    """Amazon Instruments in the LC-Rec layout; None when the folder lacks it."""
+    if not os.path.exists(os.path.join(directory, f"{name}.inter.json")):
         return None
-    with open(path) as f:
-        inter_json = json.load(f)
-    item_keys = set()
-    inter = []
-    for u in sorted(inter_json, key=int):
-        for pos, it in enumerate(inter_json[u]):
-            item_keys.add(str(it))
-            inter.append((u, str(it), pos))
-    meta = {}
-    ipath = os.path.join(directory, f"{name}.item.json")
-    if os.path.exists(ipath):
-        with open(ipath) as f:
-            meta = json.load(f)
-    items = []
-    for k in sorted(item_keys | set(meta), key=int):
-        m = meta.get(k, {})
-        items.append((k, m.get("title"), {kk: v for kk, v in m.items()
-                                          if kk not in ("title", "description") and isinstance(v, str)}))
-    return build(name.lower(), items, inter, require_text=False)
+    return load_lcrec(directory, name)
 
 
 @dataclass

@@ -1,7 +1,12 @@
 """End to end: data -> SASRec -> RQ-VAE tokenization -> LM -> ONNX bundle -> evaluation.
 
-    python -m convergedb_train.pipeline --dataset ml100k --data DIR --minilm DIR --out models/ml100k \
-        [--config training/configs/ml100k.json] [--tokenization FILE]"""
+    python -m convergedb_train.pipeline --data PATH [--format auto|movielens|recbole|lcrec]
+        [--name NAME] --minilm DIR --out DIR --config FILE [--tokenization FILE|index]
+        [--device auto|cpu|cuda[:N]] [--threads N]
+
+PATH is a dataset folder or one of its files (data.py: the LC-Rec/LETTER JSON layout
+NAME.inter.json [+ NAME.item.json, NAME.index.json], RecBole atomic files NAME.inter
+[+ NAME.item], or GroupLens MovieLens files); the format is detected unless given."""
 from __future__ import annotations
 
 import argparse
@@ -15,19 +20,20 @@ import torch
 
 from . import data as D
 from . import export as E
-from . import rqvae, sasrec, serve_ref
+from . import rqvae, sasrec, search, serve_ref
 from . import tokenization as tkz
 from . import train_lm, vocab
 from .metrics import rank_metrics
 from .textenc import MiniLM
 
+# prompt wording by the dataset's domain (data.Dataset.domain); a config's "templates" overrides
 TEMPLATES = {
-    "ml-100k": {"sequential": "A user watched these movies in order: {history},",
-                "text": "The movie {text} has the ID",
-                "query": "Search: {query}. The best match is"},
-    "instruments": {"sequential": "A user bought these items in order: {history},",
-                    "text": "The item {text} has the ID",
-                    "query": "Search: {query}. The best match is"},
+    "movie": {"sequential": "A user watched these movies in order: {history},",
+              "text": "The movie {text} has the ID",
+              "query": "Search: {query}. The best match is"},
+    "item": {"sequential": "A user bought these items in order: {history},",
+             "text": "The item {text} has the ID",
+             "query": "Search: {query}. The best match is"},
 }
 SEP = ", "
 
@@ -151,18 +157,53 @@ def test_vectors(out, bundle, ds, split, n_prompts=20, n_users=200):
     return tv
 
 
+def cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def pick_device(name):
+    if name in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {name}: torch.cuda.is_available() is false")
+    return name
+
+
+def slug(name):
+    return "".join(ch if ch.isalnum() or ch == "-" else "-" for ch in name.lower()).strip("-") or "dataset"
+
+
+def codes_per_level(c, num_items):
+    """C, or for "auto" the power of two nearest to num_items / 40 within [16, 256]: about 40
+    items per first-level code, what the hand-picked C = 32 (ML-100K, 1,681 items) and the
+    paper's C = 256 (Instruments, 9,922 items) both give; enough items per code for k-means on
+    the residuals of the next level, and C^4 far above the number of items."""
+    if c != "auto":
+        return int(c)
+    return int(min(256, max(16, 2 ** round(np.log2(max(num_items, 1) / 40)))))
+
+
+def valid_sample(split, n, seed=0):
+    """A fixed sample of users (sorted indices) whose validation targets select the checkpoint."""
+    users = len(split.valid_target)
+    if not n or n >= users:
+        return list(range(users))
+    return sorted(np.random.default_rng(seed).choice(users, n, replace=False).tolist())
+
+
 def run(args):
     with open(args.config) as f:
         cfg = json.load(f)
-    torch.set_num_threads(cfg.get("threads", 2))
+    threads = args.threads or cfg.get("threads") or cores()
+    torch.set_num_threads(threads)
+    device = pick_device(args.device or cfg.get("device"))
     t_all = time.time()
-    if args.dataset == "ml100k":
-        ds = D.load_ml100k(args.data)
-    else:
-        ds = D.load_instruments(args.data)
-        if ds is None:
-            log(f"Amazon Instruments not found under {args.data}: skipping (it is not on fresh machines)")
-            return None
+    ds = D.load(args.format, args.data, args.name)
+    cfg.setdefault("model_id_prefix", slug(ds.name))
+    log(f"dataset {ds.name} ({args.data}), device {device}, {threads} threads")
     if cfg.get("max_users"):  # smoke configurations train on a prefix of the users
         ds.user_keys, ds.histories = ds.user_keys[:cfg["max_users"]], ds.histories[:cfg["max_users"]]
     log(D.report_text(ds))
@@ -183,16 +224,26 @@ def run(args):
             os.makedirs(args.cache, exist_ok=True)
             np.save(cache, text_emb)
         log(f"MiniLM text embeddings: {text_emb.shape} in {time.time() - t:.0f}s")
-    extra = {"config": cfg, "skipped": {k: (len(v) if isinstance(v, list) else v) for k, v in ds.report.items()}}
+    extra = {"config": cfg, "data": {"path": os.path.basename(os.path.abspath(args.data)), "format": args.format,
+                                     "name": ds.name},
+             "device": device, "threads": threads,
+             "skipped": {k: (len(v) if isinstance(v, list) else v) for k, v in ds.report.items()}}
     # behavioural embeddings
-    sm, sinfo = sasrec.train(ds.num_items, split.train, split.valid_history, split.valid_target, cfg["sasrec"], log)
+    sm, sinfo = sasrec.train(ds.num_items, split.train, split.valid_history, split.valid_target, cfg["sasrec"], log,
+                             device=device)
     vecs = sasrec.item_vectors(sm)
     extra["sasrec"] = sinfo
-    metrics = {"sasrec": rank_metrics(sasrec.topk(sm, split.test_history), split.test_target)}
+    metrics = {"sasrec": rank_metrics(sasrec.topk(sm, split.test_history), split.test_target),
+               "sasrec_exclude_history": rank_metrics(sasrec.topk(sm, split.test_history, exclude=split.test_history),
+                                                      split.test_target)}
     metrics["popularity"] = rank_metrics([popularity_topk(split, ds.num_items)] * len(split.test_target), split.test_target)
     log(f"sasrec test {metrics['sasrec']}  popularity {metrics['popularity']}")
     # tokenization
     L = cfg["rqvae"].get("levels", 4)
+    if args.tokenization == "index":
+        if not ds.index_path:
+            raise SystemExit(f"--tokenization index: {args.data} has no NAME.index.json")
+        args.tokenization = ds.index_path
     if args.tokenization:
         tok_dict = tkz.read(args.tokenization)
         C, L = tok_dict["codes"], tok_dict["levels"]
@@ -202,8 +253,9 @@ def run(args):
             raise SystemExit(f"{args.tokenization}: {len(missing)} items have no codes, e.g. {missing[:5]}")
         extra["rqvae"] = {"source": args.tokenization}
     else:
-        C = cfg["rqvae"]["codes"]
-        layers, cb, codes, rinfo = rqvae.train(vecs, text_emb, {**cfg["rqvae"], "align_weight": cfg.get("align_weight", 0.5)}, log)
+        C = codes_per_level(cfg["rqvae"]["codes"], ds.num_items)
+        layers, cb, codes, rinfo = rqvae.train(vecs, text_emb, {**cfg["rqvae"], "codes": C,
+                                                                "align_weight": cfg.get("align_weight", 0.5)}, log)
         tok_dict = tkz.make(L, C, {k: codes[i] for i, k in enumerate(ds.item_keys)}, vector="sasrec",
                             encoder_layers=layers, codebooks=cb,
                             source=f"convergedb_train RQ-VAE over SASRec vectors, text alignment weight "
@@ -211,7 +263,7 @@ def run(args):
         assert tkz.check_greedy(tok_dict, {k: vecs[i] for i, k in enumerate(ds.item_keys)})
         extra["rqvae"] = rinfo
     # tokenizer
-    templates = TEMPLATES[ds.name]
+    templates = cfg.get("templates") or TEMPLATES[ds.domain]
     corpus = [t.replace("{history}", "").replace("{text}", "").replace("{query}", "") for t in templates.values()]
     corpus += [ds.item_text(i) for i in range(ds.num_items) if ds.item_text(i)]
     corpus += train_lm.query_vocab(ds) + [SEP]
@@ -226,9 +278,16 @@ def run(args):
         h = split.test_history[u]
         assert crp.render_ids(h) == [vinfo["bos"]] + tokenizer.encode(crp.render_text(h), add_special_tokens=False).ids
     init = init_embeddings(minilm, keep, lmcfg["d_model"]) if cfg.get("init_from_minilm", True) else None
-    model, linfo = train_lm.train(crp, lmcfg, log, init)
-    extra["lm"] = linfo
+    vs = valid_sample(split, lmcfg.get("valid_users", 1000))
+    vh, vt = [split.valid_history[u] for u in vs], [split.valid_target[u] for u in vs]
+    validate = None
+    if lmcfg.get("valid_users", 1000):
+        validate = lambda m: search.evaluate(m, crp, vh, vt)
     out = args.out
+    os.makedirs(out, exist_ok=True)
+    model, linfo = train_lm.train(crp, lmcfg, log, init, device, validate, os.path.join(out, "lm_curves"))
+    linfo["valid_users"] = len(vs) if validate else 0
+    extra["lm"] = linfo
     manifest = build_bundle(out, ds, split, codes, tok_dict, tok_text, vinfo, model, cfg, vecs, templates, extra)
     prompts = [crp.render_ids(split.test_history[u][-n:]) for u, n in ((0, 20), (1, 3), (2, 1), (3, 12))]
     diffs = E.parity_v2(model, os.path.join(out, "prefill.onnx"), os.path.join(out, "decode.onnx"), prompts,
@@ -244,7 +303,7 @@ def run(args):
     log(f"LM test {metrics['lm']} (exclude history: {metrics['lm_exclude_history']})")
     if cfg.get("ablation"):
         acfg = {**lmcfg, "tasks": ["sequential"]}
-        am, ainfo = train_lm.train(crp, acfg, log, init)
+        am, ainfo = train_lm.train(crp, acfg, log, init, device, validate, os.path.join(out, "lm_sequential_only_curves"))
         tmp = os.path.join(args.cache, "ablation-" + os.path.basename(os.path.abspath(out)))  # not shipped
         build_bundle(tmp, ds, split, codes, tok_dict, tok_text, vinfo, am, cfg, vecs, templates, {})
         metrics["lm_sequential_only"] = lm_metrics(serve_ref.Bundle(tmp, verify=False), ds, split.test_history, split.test_target)
@@ -265,14 +324,19 @@ def run(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", choices=["ml100k", "instruments"], default="ml100k")
-    ap.add_argument("--data", required=True)
+    ap.add_argument("--data", required=True, help="dataset folder or file")
+    ap.add_argument("--format", default="auto", choices=["auto", *D.FORMATS])
+    ap.add_argument("--name", help="the dataset's file stem, when the folder holds several")
+    ap.add_argument("--dataset", choices=["ml100k", "instruments"], help=argparse.SUPPRESS)  # old spelling: ignored
+    ap.add_argument("--device", help="auto (cuda when torch.cuda.is_available()), cpu, cuda, cuda:N")
+    ap.add_argument("--threads", type=int, help="torch threads (default: the config's, else every core)")
     ap.add_argument("--minilm", required=True, help="folder with model.safetensors, tokenizer.json, config.json")
     ap.add_argument("--out", required=True)
     ap.add_argument("--config", required=True)
     ap.add_argument("--cache", default=os.path.join(os.path.dirname(__file__), "..", "..", ".cache", "train"),
                     help="where MiniLM item embeddings are cached")
-    ap.add_argument("--tokenization", help="use this tokenization (convergedb sid-export or LC-Rec index.json) instead of training one")
+    ap.add_argument("--tokenization", help="use this tokenization (convergedb sid-export or LC-Rec index.json; "
+                    "'index': the dataset's own NAME.index.json) instead of training one")
     run(ap.parse_args())
 
 

@@ -55,6 +55,8 @@ def gpt_from_onnx(path, graph):
     for b in range(layers):
         for j, lin in enumerate(("qkv", "proj", "fc1", "fc2")):
             sd[f"blocks.{b}.{lin}.weight"] = torch.from_numpy(init[matmuls[4 * b + j]].T.copy())
+    if "m.out_bias" in init:  # a model trained with its output restricted to the ID tokens
+        sd["out_bias"] = torch.from_numpy(init["m.out_bias"].copy())
     model.load_state_dict(sd)
     return model
 

@@ -8,7 +8,9 @@
 - negative sampling: for sampled targets of the sequential task, an item the user never
   interacted with (in the training split) is teacher-forced after the same prefix (reusing the
   prefix's K/V) and a pairwise loss softplus(log p(neg) - log p(pos)) pushes it below the target.
-Loss (cross-entropy over the full vocabulary) only on the ID tokens of targets."""
+Loss only on the ID tokens of targets: by default (`id_softmax`) the output is restricted to the
+ID tokens (GPT.restrict_output) and the cross-entropy is over them only; otherwise over the full
+vocabulary."""
 from __future__ import annotations
 
 import time
@@ -26,7 +28,7 @@ def item_string(codes):
     return "".join(sid_token(l, c) for l, c in enumerate(codes))
 
 
-def make_query(attrs, rng):
+def make_query(attrs, rng, noun="movie"):
     g = [x.lower() for x in (attrs.get("genres") or "").split()]
     words = []
     if g:
@@ -40,14 +42,18 @@ def make_query(attrs, rng):
             tail = f" from {y}"
         elif r < 0.7:
             tail = f" from the {y[:3]}0s"
-    return ("a " + (words[0] if words else "") + " movie" + tail).replace("a  movie", "a movie")
+    return ("a " + (words[0] if words else "") + f" {noun}" + tail).replace(f"a  {noun}", f"a {noun}")
+
+
+def noun(ds):
+    return "movie" if getattr(ds, "domain", "item") == "movie" else "item"
 
 
 def query_vocab(ds):
     """Strings covering every word make_query can emit (for vocabulary pruning)."""
     g = sorted({x.lower() for a in ds.attributes for x in (a.get("genres") or "").split()})
     ys = sorted({a["year"] for a in ds.attributes if a.get("year")})
-    return [" ".join(g) + " a movie and from the", " ".join(ys), " ".join(f"{y[:3]}0s" for y in ys)]
+    return [" ".join(g) + f" a {noun(ds)} and from the", " ".join(ys), " ".join(f"{y[:3]}0s" for y in ys)]
 
 
 class Corpus:
@@ -107,13 +113,14 @@ class Corpus:
             for i in range(self.ds.num_items):
                 if not self.ds.attributes[i]:
                     continue
-                q = make_query(self.ds.attributes[i], rng)
+                q = make_query(self.ds.attributes[i], rng, noun(self.ds))
                 ids = [self.v["bos"]] + self.enc(self.templates["query"].replace("{query}", q))
                 ex.append((ids + self.item_ids[i], [len(ids)], [i], -1))
         return ex
 
 
 def batches(ex, bs, rng):
+    """Batches of similar length (sorted within random chunks of 32 batches), in random order."""
     perm = rng.permutation(len(ex))
     out = []
     for g in range(0, len(perm), bs * 32):
@@ -123,68 +130,174 @@ def batches(ex, bs, rng):
     return out
 
 
-def train(corpus, cfg, log=print, init_emb=None):
+def lr_at(step, total, cfg):
+    """Linear warm-up over `warmup_steps`, then cosine decay to `min_lr_ratio` x lr at `total`
+    (= the maximum number of steps; early stopping usually ends training before). `schedule`
+    "plateau": warm-up, then constant; train() halves it after `plateau_patience` evaluations
+    without a better validation NDCG@10 (so early stopping cannot end a run before its learning
+    rate has decayed, whatever the dataset's number of epochs)."""
+    lr, warm = cfg.get("lr", 2e-3), cfg.get("warmup_steps", 200)
+    if cfg.get("schedule", "cosine") == "plateau":  # warm-up, then lr x the plateau factor (train())
+        return lr * min(1.0, (step + 1) / warm)
+    if cfg.get("schedule", "cosine") == "linear":  # the first pipeline's schedule (configs/ml100k.json)
+        return lr * min(1.0, (step + 1) / warm) * max(cfg.get("min_lr_ratio", 0.05), 1 - step / max(total, 1))
+    if step < warm:
+        return lr * (step + 1) / warm
+    p = min(1.0, (step - warm) / max(1, total - warm))
+    lo = cfg.get("min_lr_ratio", 0.05)
+    return lr * (lo + (1 - lo) * 0.5 * (1 + np.cos(np.pi * p)))
+
+
+def _batch_tensors(ex, b, L, first, id_only, device):
+    T = max(len(ex[i][0]) for i in b)
+    ids = np.zeros((len(b), T), np.int64)
+    lens = np.zeros(len(b), np.int64)
+    rows, cols, labels = [], [], []
+    for r, i in enumerate(b):
+        s = ex[i][0]
+        ids[r, :len(s)] = s
+        lens[r] = len(s)
+        for st in ex[i][1]:
+            for l in range(L):
+                rows.append(r); cols.append(st + l - 1); labels.append(s[st + l])
+    mask = (np.arange(T)[None] < lens[:, None]).astype(np.int64)
+    lab = np.asarray(labels, np.int64) - (first if id_only else 0)
+    t = lambda a: torch.from_numpy(a).to(device)
+    return t(ids), t(mask), t(np.asarray(rows, np.int64)), t(np.asarray(cols, np.int64)), t(lab)
+
+
+def train(corpus, cfg, log=print, init_emb=None, device="cpu", validate=None, curve_path=None):
+    """Trains the LM; returns (model on the CPU, eval mode; info).
+
+    cfg: d_model, layers, heads, max_positions, dropout, batch, lr, warmup_steps, min_lr_ratio,
+    epochs (the maximum), tasks, negative_weight, negatives_per_sequence, seed,
+    `id_softmax` (default true: the output is restricted to the ID tokens, and the loss is the
+    cross-entropy over them only; false: over the whole vocabulary, the old behaviour), and for
+    early stopping `eval_every` (epochs), `patience` (evaluations without a better validation
+    NDCG@10). `validate(model) -> dict with "ndcg@10"` (the constrained beam search on a fixed
+    validation sample) selects the checkpoint: the best one is returned. Without `validate`,
+    the last epoch's model is returned."""
     torch.manual_seed(cfg.get("seed", 0))
     rng = np.random.default_rng(cfg.get("seed", 0))
     v, L = corpus.v, corpus.L
+    first, nid = v["first_token_id"], corpus.L * corpus.C
     model = GPT(v["vocab_size"], cfg["d_model"], cfg["layers"], cfg["heads"], cfg["max_positions"], cfg.get("dropout", 0.1))
     if init_emb is not None:
         with torch.no_grad():
             model.tok.weight[: len(init_emb)] = torch.from_numpy(init_emb)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.get("lr", 2e-3), weight_decay=0.01)
+    id_only = cfg.get("id_softmax", True)
+    if id_only:
+        model.restrict_output(first, nid)
+    model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.get("lr", 2e-3), weight_decay=cfg.get("weight_decay", 0.01))
     tasks = cfg.get("tasks", ["sequential", "text", "query", "negative"])
     neg_w, neg_k = cfg.get("negative_weight", 0.3), cfg.get("negatives_per_sequence", 2)
-    epochs = cfg["epochs"]
-    nb_est = None
-    step, t0, ep_times = 0, time.time(), []
+    epochs, eval_every, patience = cfg["epochs"], cfg.get("eval_every", 1), cfg.get("patience", 5)
+    total_steps = None
+    step, t0, ep_times, eval_s = 0, time.time(), [], 0.0
+    curve, best, best_state, best_epoch, bad = [], -1.0, None, 0, 0
+    stopped = "max_epochs"
+    factor, since_cut = 1.0, 0  # plateau schedule: the learning-rate factor, evaluations since the last cut
+    plateau = cfg.get("schedule", "cosine") == "plateau"
     for ep in range(epochs):
         te = time.time()
         model.train()
         ex = corpus.epoch(rng, tasks)
         bl = batches(ex, cfg.get("batch", 32), rng)
-        nb_est = nb_est or len(bl) * epochs
+        total_steps = total_steps or len(bl) * epochs
         tot = totn = 0.0
         for b in bl:
-            lr = cfg.get("lr", 2e-3) * min(1.0, (step + 1) / 100) * max(0.05, 1 - step / nb_est)
+            lr = lr_at(step, total_steps, cfg) * factor
             for gparam in opt.param_groups:
                 gparam["lr"] = lr
             step += 1
-            T = max(len(ex[i][0]) for i in b)
-            ids = torch.zeros(len(b), T, dtype=torch.long)
-            mask = torch.zeros(len(b), T, dtype=torch.long)
-            rows, cols, labels, tgt_rows = [], [], [], []
-            for r, i in enumerate(b):
-                s = ex[i][0]
-                ids[r, :len(s)] = torch.tensor(s)
-                mask[r, :len(s)] = 1
-                for st in ex[i][1]:
-                    for l in range(L):
-                        rows.append(r); cols.append(st + l - 1); labels.append(s[st + l])
-            pos = torch.arange(T).unsqueeze(0).expand(len(b), T)
+            ids, mask, rows_t, cols_t, lab = _batch_tensors(ex, b, L, first, id_only, device)
+            pos = torch.arange(ids.shape[1], device=device).unsqueeze(0).expand_as(ids)
             h, presents = model.hidden(ids, mask, pos)
-            rows_t, cols_t = torch.tensor(rows), torch.tensor(cols)
-            lg = model.logits(h[rows_t, cols_t])
-            lab = torch.tensor(labels)
+            hs = h[rows_t, cols_t]  # loss only where the targets are
+            lg = model.id_logits(hs, first, nid) if id_only else model.logits(hs)
             loss = F.cross_entropy(lg, lab)
             if "negative" in tasks and neg_w > 0:
-                nl = _negative_loss(model, corpus, ex, b, h, presents, mask, lg, lab, rng, neg_k)
+                nl = _negative_loss(model, corpus, ex, b, h, presents, mask, lg, lab, rng, neg_k, id_only)
                 if nl is not None:
                     loss = loss + neg_w * nl
                     totn += nl.item()
-            opt.zero_grad()
+            opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             tot += loss.item()
         ep_times.append(time.time() - te)
-        log(f"lm epoch {ep + 1}/{epochs} loss {tot / len(bl):.4f} neg {totn / len(bl):.4f} "
-            f"({ep_times[-1]:.0f}s, {len(ex)} sequences)")
-    info = {"epochs": epochs, "seconds": time.time() - t0, "seconds_per_epoch": float(np.mean(ep_times)),
-            "params": sum(p.numel() for p in model.parameters()), "tasks": tasks}
+        row = {"epoch": ep + 1, "loss": tot / len(bl), "negative_loss": totn / len(bl), "lr": lr,
+               "seconds": ep_times[-1], "sequences": len(ex)}
+        msg = f"lm epoch {ep + 1}/{epochs} loss {row['loss']:.4f} neg {row['negative_loss']:.4f} lr {lr:.2e} " \
+              f"({ep_times[-1]:.0f}s, {len(ex)} sequences)"
+        if validate is not None and ((ep + 1) % eval_every == 0 or ep + 1 == epochs):
+            tv = time.time()
+            model.eval()
+            met = validate(model)
+            eval_s += time.time() - tv
+            row.update({f"valid_{k}": x for k, x in met.items()})
+            msg += f" valid ndcg@10 {met['ndcg@10']:.4f} recall@10 {met['recall@10']:.4f} ({time.time() - tv:.0f}s)"
+            if met["ndcg@10"] > best:
+                best, best_epoch, bad, since_cut = met["ndcg@10"], ep + 1, 0, 0
+                best_state = {k: x.detach().cpu().clone() for k, x in model.state_dict().items()}
+                msg += " *"
+            else:
+                bad += 1
+                since_cut += 1
+                if plateau and since_cut >= cfg.get("plateau_patience", 3) and factor > cfg.get("min_lr_ratio", 0.05):
+                    factor, since_cut = factor * 0.5, 0
+                    msg += f" (lr x {factor:g})"
+        curve.append(row)
+        log(msg)
+        if curve_path:
+            write_curves(curve_path, curve, best_epoch)
+        if validate is not None and bad >= patience:
+            stopped = f"early stop: no better validation NDCG@10 in {patience} evaluations"
+            break
+    model = model.cpu()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    info = {"epochs": len(curve), "max_epochs": epochs, "stopped": stopped, "best_epoch": best_epoch or len(curve),
+            "best_valid_ndcg@10": best if best >= 0 else None,
+            "seconds": time.time() - t0, "seconds_per_epoch": float(np.mean(ep_times)),
+            "validation_seconds": eval_s, "params": sum(p.numel() for p in model.parameters()), "tasks": tasks,
+            "id_softmax": id_only, "device": str(device), "threads": torch.get_num_threads(), "curve": curve}
     return model.eval(), info
 
 
-def _negative_loss(model, corpus, ex, b, h, presents, mask, lg, lab, rng, k):
+def write_curves(path, curve, best_epoch):
+    """PATH.json (the per-epoch rows) and PATH.png (loss and validation NDCG@10 per epoch)."""
+    import json
+    with open(path + ".json", "w") as f:
+        json.dump({"best_epoch": best_epoch, "epochs": curve}, f, indent=1)
+        f.write("\n")
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # the JSON is enough; scripts/lib.sh installs matplotlib
+        return
+    ep = [r["epoch"] for r in curve]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(ep, [r["loss"] for r in curve], "b-", label="training loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss", color="b")
+    ve = [(r["epoch"], r["valid_ndcg@10"]) for r in curve if "valid_ndcg@10" in r]
+    if ve:
+        ax2 = ax.twinx()
+        ax2.plot([e for e, _ in ve], [x for _, x in ve], "r.-", label="valid NDCG@10")
+        ax2.set_ylabel("validation NDCG@10 (beam search)", color="r")
+        if best_epoch:
+            ax2.axvline(best_epoch, color="gray", ls=":", lw=1)
+    ax.set_title(f"LM training (best epoch {best_epoch})")
+    fig.tight_layout()
+    fig.savefig(path + ".png", dpi=100)
+    plt.close(fig)
+
+
+def _negative_loss(model, corpus, ex, b, h, presents, mask, lg, lab, rng, k, id_only=False):
     """Pairwise loss between sampled sequential targets and never-seen items after the same prefix."""
     L = corpus.L
     # offsets of each example's targets in the flattened (rows, cols) order
@@ -206,24 +319,28 @@ def _negative_loss(model, corpus, ex, b, h, presents, mask, lg, lab, rng, k):
             if n not in corpus.train_sets[u]:
                 break
         negs.append(corpus.item_ids[n])
-    negs = torch.tensor(negs)  # [P, L]
+    dev = h.device
+    negs = torch.tensor(negs, device=dev)  # [P, L]
     P = len(picks)
-    rows = torch.tensor([p[0] for p in picks])
-    st = torch.tensor([p[1] for p in picks])
+    rows = torch.tensor([p[0] for p in picks], device=dev)
+    st = torch.tensor([p[1] for p in picks], device=dev)
     T = mask.shape[1]
+    first, nid = corpus.v["first_token_id"], corpus.L * corpus.C
+    head = (lambda x: model.id_logits(x, first, nid)) if id_only else model.logits
+    shift = first if id_only else 0
     # positive log-prob: sum over its L tokens (already computed logits)
     lp_all = F.log_softmax(lg, -1)
-    pos_off = torch.tensor([p[2] for p in picks])
-    idx = pos_off[:, None] + torch.arange(L)[None]
+    pos_off = torch.tensor([p[2] for p in picks], device=dev)
+    idx = pos_off[:, None] + torch.arange(L, device=dev)[None]
     lp_pos = lp_all[idx, lab[idx]].sum(1)
     # negative: first token from the prefix's last hidden state; the rest fed with the prefix K/V
     h0 = h[rows, st - 1]
-    lp_neg = F.log_softmax(model.logits(h0), -1).gather(1, negs[:, :1]).squeeze(1)
+    lp_neg = F.log_softmax(head(h0), -1).gather(1, negs[:, :1] - shift).squeeze(1)
     past = [(k_[rows], v_[rows]) for k_, v_ in presents]
-    keymask = (torch.arange(T)[None] < st[:, None]).long()
-    am = torch.cat([keymask, torch.ones(P, L - 1, dtype=torch.long)], 1)
-    pos = st[:, None] + torch.arange(L - 1)[None]
+    keymask = (torch.arange(T, device=dev)[None] < st[:, None]).long()
+    am = torch.cat([keymask, torch.ones(P, L - 1, dtype=torch.long, device=dev)], 1)
+    pos = st[:, None] + torch.arange(L - 1, device=dev)[None]
     hn, _ = model.hidden(negs[:, :-1], am, pos, past)
-    lpn = F.log_softmax(model.logits(hn), -1).gather(2, negs[:, 1:, None]).squeeze(2).sum(1)
+    lpn = F.log_softmax(head(hn), -1).gather(2, negs[:, 1:, None] - shift).squeeze(2).sum(1)
     lp_neg = lp_neg + lpn
     return F.softplus(lp_neg - lp_pos).mean()
