@@ -35,7 +35,7 @@ int main(void) {
 
   convergedb_options opts = convergedb_options_default();
   CHECK(opts.durability == CONVERGEDB_DURABILITY_BUFFERED && opts.create_if_missing &&
-            opts.flush_every_ms == 500 && opts.refresh_workers == 1,
+            opts.flush_every_ms == 500 && opts.refresh_workers >= 1 && opts.refresh_workers <= 8,
         "convergedb_options_default");
   opts.durability = CONVERGEDB_DURABILITY_SYNC;
 
