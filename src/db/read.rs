@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::validate::{validate_k, validate_key};
 use super::Db;
 use crate::ann::{normalize, AnnIndex};
-use crate::store::records::StoredHistory;
+use crate::store::records::{HistoryView, StoredHistory};
 use crate::store::{keys, records, TopkView, TreeId};
 use crate::{ListStamps, Recommendation, Result, ScoredItem, Source};
 
@@ -167,20 +167,28 @@ impl Db {
                 && derived.sid_version() == Some(view.sid_version())
         };
         out.items.truncate(n);
-        // The history, always: a list is current only for the history version it was computed
-        // from, and never holds an item of the history (the list is generated without them, so
-        // one there means an outdated or damaged list): filtered, and the list treated as stale.
+        // The history's head, always (one get): a list is current only for the history version
+        // it was computed from, and never holds an item of the history (it is generated
+        // without them, so one there means an outdated or damaged list). The head's tail (the
+        // newest entries, fewer than one chunk) is checked in place on every answer; the whole
+        // history only when the list is not current, so a cached answer never reads chunks.
+        // A current-looking list holding an older history item is damage `check()` reports (V4).
         let mut seen_in_history = false;
         let mut outdated = false;
-        if let Some(h) = StoredHistory::load(&self.inner.store, user.as_bytes())? {
-            outdated = h.version() != view.history_version();
-            let seen = Seen::new(Some(&h));
+        if let Some(b) = self.inner.store.get(TreeId::Histories, user.as_bytes())? {
+            let head = HistoryView::parse(user.as_bytes(), &b)?;
+            outdated = head.version() != view.history_version();
+            let tail = head.tail();
             let before = out.items.len();
-            out.items.retain(|it| !seen.contains(it.item_id));
+            out.items.retain(|it| !tail.contains(it.item_id));
             seen_in_history = out.items.len() != before;
         }
         let stale = dead || !current || queued || outdated || seen_in_history;
         if stale {
+            if let Some(h) = StoredHistory::load(&self.inner.store, user.as_bytes())? {
+                let seen = Seen::new(Some(&h));
+                out.items.retain(|it| !seen.contains(it.item_id));
+            }
             self.queue_from_read(user);
         }
         if out.items.is_empty() {
