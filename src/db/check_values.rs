@@ -3,8 +3,9 @@
 //! - V2 every stored vector holds only finite values;
 //! - V3 every cached-list score is finite;
 //! - V4 a cached list stamped with the user's current history version holds no item of that
-//!   history (the list is computed without them; `recommend` filters them and treats such a
-//!   list as stale).
+//!   history (the list is computed without them; `recommend` checks the history's tail on
+//!   every cached answer, filters and treats such a list as stale; an older history item in a
+//!   current-looking list is damage only this check sees).
 //!
 //! Every write path refuses NaN and infinities, so any of these means damaged files or a bug.
 
