@@ -141,7 +141,7 @@ fn main() {
             .open()
             .unwrap();
         catalog(&db);
-        let per = 2000 / writers.max(1) * if writers == 1 { 1 } else { 2 };
+        let per = if writers == 1 { 2000 } else { 4000 / writers };
         let start = Instant::now();
         let threads: Vec<_> = (0..writers)
             .map(|w| {

@@ -63,34 +63,12 @@ fn sync_writes_survive_sigkill() {
     }
     let mut acked: Vec<usize> = Vec::new();
     for round in 0..12 {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "crash_child",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .env(CHILD_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let kill_after = 5 + (round * 37) % 60;
-        let mut seen = 0;
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            if let Some(n) = line.strip_prefix("ack ") {
-                acked.push(n.parse().unwrap());
-                seen += 1;
-                if seen == kill_after {
-                    child.kill().unwrap(); // SIGKILL on Unix
-                    break;
-                }
-            }
-        }
-        child.wait().unwrap();
+        acked.extend(acks_until_killed::<usize>(
+            "crash_child",
+            dir.path(),
+            &[],
+            5 + (round * 37) % 60,
+        ));
 
         let db = common::open(dir.path());
         common::assert_clean(&db);
@@ -108,6 +86,41 @@ fn sync_writes_survive_sigkill() {
         "the child acknowledged too little: {}",
         acked.len()
     );
+}
+
+/// Runs the child test `name` on `dir` (with `envs`), collects the number after each "ack " line
+/// it prints, and SIGKILLs it after `kill_after` of them.
+fn acks_until_killed<T: std::str::FromStr>(
+    name: &str,
+    dir: &Path,
+    envs: &[(&str, String)],
+    kill_after: usize,
+) -> Vec<T>
+where
+    T::Err: std::fmt::Debug,
+{
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads", "1"])
+        .env(CHILD_ENV, dir)
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut acked = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(n) = line.strip_prefix("ack ") {
+            acked.push(n.parse().unwrap());
+            if acked.len() == kill_after {
+                child.kill().unwrap(); // SIGKILL on Unix
+                break;
+            }
+        }
+    }
+    child.wait().unwrap();
+    acked
 }
 
 const MANY_ROUND_ENV: &str = "CONVERGEDB_CRASH_MANY_ROUND";
@@ -164,35 +177,12 @@ fn grouped_sync_writes_of_many_writers_survive_sigkill() {
     }
     let mut acked: Vec<i64> = Vec::new();
     for round in 0..10i64 {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "crash_child_many_writers",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .env(CHILD_ENV, dir.path())
-            .env(MANY_ROUND_ENV, round.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let kill_after = 40 + (round * 53) % 120;
-        let mut seen = 0;
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            if let Some(n) = line.strip_prefix("ack ") {
-                acked.push(n.parse().unwrap());
-                seen += 1;
-                if seen == kill_after {
-                    child.kill().unwrap(); // SIGKILL on Unix
-                    break;
-                }
-            }
-        }
-        child.wait().unwrap();
+        acked.extend(acks_until_killed::<i64>(
+            "crash_child_many_writers",
+            dir.path(),
+            &[(MANY_ROUND_ENV, round.to_string())],
+            (40 + (round * 53) % 120) as usize,
+        ));
         let db = common::open(dir.path());
         common::assert_clean(&db);
         for ts in &acked {

@@ -175,8 +175,9 @@ impl Db {
         // A current-looking list holding an older history item is damage `check()` reports (V4).
         let mut seen_in_history = false;
         let mut outdated = false;
-        if let Some(b) = self.inner.store.get(TreeId::Histories, user.as_bytes())? {
-            let head = HistoryView::parse(user.as_bytes(), &b)?;
+        let head_bytes = self.inner.store.get(TreeId::Histories, user.as_bytes())?;
+        if let Some(b) = &head_bytes {
+            let head = HistoryView::parse(user.as_bytes(), b)?;
             outdated = head.version() != view.history_version();
             let tail = head.tail();
             let before = out.items.len();
@@ -185,7 +186,8 @@ impl Db {
         }
         let stale = dead || !current || queued || outdated || seen_in_history;
         if stale {
-            if let Some(h) = StoredHistory::load(&self.inner.store, user.as_bytes())? {
+            if let Some(b) = head_bytes {
+                let h = StoredHistory::from_head(&self.inner.store, user.as_bytes(), b)?;
                 let seen = Seen::new(Some(&h));
                 out.items.retain(|it| !seen.contains(it.item_id));
             }

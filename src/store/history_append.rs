@@ -108,8 +108,9 @@ pub(crate) fn append(
 ) -> TxResult<Appended> {
     let (mut head, new_user) = match tx.get(TreeId::Histories, user)? {
         Some(bytes) => {
-            HistoryView::parse(user, &bytes)?.check_layout(user, chunk)?;
-            (HeadRecord::decode(user, &bytes)?, false)
+            let view = HistoryView::parse(user, &bytes)?;
+            view.check_layout(user, chunk)?;
+            (HeadRecord::of(&view), false)
         }
         None => (HeadRecord::default(), true),
     };

@@ -92,8 +92,12 @@ impl HeadRecord {
     }
 
     pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Result<Self> {
-        let v = HistoryView::parse(key, bytes)?;
-        Ok(HeadRecord {
+        Ok(Self::of(&HistoryView::parse(key, bytes)?))
+    }
+
+    /// The head a validated view shows.
+    pub(crate) fn of(v: &HistoryView<'_>) -> Self {
+        HeadRecord {
             version: v.version(),
             recorded: v.recorded(),
             n: v.len() as u32,
@@ -102,7 +106,7 @@ impl HeadRecord {
             skip: v.skip(),
             frozen_ts: v.frozen_ts(),
             tail: v.tail().entries(),
-        })
+        }
     }
 }
 
