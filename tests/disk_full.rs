@@ -228,6 +228,27 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// Writes the ballast. The previous case's files may still hold their space for a moment after
+/// their removal (sled's I/O threads close them asynchronously after the handle is dropped, and a
+/// killed child's files are freed when the kernel reaps it), so a full tmpfs is retried for up
+/// to 10 s before the case fails.
+fn write_ballast(path: &Path, len: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match std::fs::write(path, vec![1u8; len]) {
+            Ok(()) => return,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::StorageFull
+                    && std::time::Instant::now() < deadline =>
+            {
+                let _ = std::fs::remove_file(path);
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("writing the ballast {}: {e}", path.display()),
+        }
+    }
+}
+
 #[test]
 fn full_disk_then_free_space_reopens_clean() {
     let cases = env_u64("CONVERGEDB_DISKFULL_CASES", 3);
@@ -250,7 +271,7 @@ fn full_disk_then_free_space_reopens_clean() {
         let ballast = tmpfs.0.join("ballast");
         // At least 1 MiB comes back: sled needs room for a new 512 KiB log segment to open.
         let ballast_len = rng.gen_range(TMPFS_BYTES / 4..TMPFS_BYTES * 3 / 4);
-        std::fs::write(&ballast, vec![1u8; ballast_len as usize]).unwrap();
+        write_ballast(&ballast, ballast_len as usize);
         let import = rng.gen_bool(0.5);
         let batch = if import {
             rng.gen_range(1..200)
