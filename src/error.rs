@@ -271,6 +271,12 @@ pub enum Error {
         reason: String,
     },
 
+    /// The Redis Cluster tier failed: unreachable, a failover in progress, a reply that is not
+    /// what this version writes, or a durability wait that no replica acknowledged. Nothing
+    /// was acknowledged; retry once the cluster reports `cluster_state:ok`.
+    #[error("Redis Cluster: {0}")]
+    Cluster(String),
+
     // ---- the handle ----
     /// A write failed part-way (for example a flush error): the handle no longer trusts its
     /// in-memory state. Close it and reopen the database.

@@ -20,6 +20,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod ann;
+pub mod cluster;
 mod config;
 mod db;
 mod derived;

@@ -31,6 +31,7 @@ mod validate;
 
 pub use check::CheckReport;
 pub use generate::Prompt;
+pub(crate) use refresh::now_ms;
 pub use sid::TokenizeProgress;
 pub use stats::Stats;
 pub(crate) use validate::{validate_interactions, validate_items, validate_vector_name};
