@@ -117,3 +117,14 @@ PY
   TRAIN_PY="$TRAIN_VENV/bin/python"
   export TRAIN_PY MINILM_DIR
 }
+
+# A 3-master Redis Cluster on loopback for the rest of this script (the cluster tier's tests and
+# benches): installs redis-server when missing, starts the nodes, exports
+# CONVERGEDB_REDIS_CLUSTER (the node URLs) and CONVERGEDB_REDIS_CLUSTER_DIR. A watchdog stops
+# the nodes (by PID) when this shell exits, however it exits.
+redis_cluster_env() {
+  "$ROOT/scripts/redis-cluster" ensure-installed
+  CONVERGEDB_REDIS_CLUSTER_DIR=$("$ROOT/scripts/redis-cluster" start --owner $$)
+  CONVERGEDB_REDIS_CLUSTER=$(cat "$CONVERGEDB_REDIS_CLUSTER_DIR/urls")
+  export CONVERGEDB_REDIS_CLUSTER CONVERGEDB_REDIS_CLUSTER_DIR
+}

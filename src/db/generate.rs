@@ -28,6 +28,7 @@ pub struct Prompt {
 }
 
 /// One user's generation input.
+#[derive(Clone)]
 pub(super) struct Prepared {
     user: String,
     pub(super) history_version: u64,
@@ -259,6 +260,18 @@ impl Db {
 
     pub(super) fn prepare_user(&self, model: &Model, user: &str) -> Result<Prepared> {
         let (history_version, ids) = self.history_ids(user)?;
+        self.prepare_ids(model, user, history_version, ids)
+    }
+
+    /// A prompt and exclusion set from history item ids, oldest first (the cluster tier's
+    /// histories come from there, not from the local store).
+    pub(super) fn prepare_ids(
+        &self,
+        model: &Model,
+        user: &str,
+        history_version: u64,
+        ids: Vec<u64>,
+    ) -> Result<Prepared> {
         let prompt = self.render(model, &ids)?.input_ids;
         let mut exclude = ids;
         exclude.sort_unstable();

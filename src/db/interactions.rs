@@ -233,7 +233,7 @@ impl Db {
         Ok(Resolved { users, base_seq })
     }
 
-    fn resolve_item(&self, derived: &Derived, key: &str) -> Result<u64> {
+    pub(super) fn resolve_item(&self, derived: &Derived, key: &str) -> Result<u64> {
         let Some(v) = self.inner.store.get(TreeId::ItemKeys, key.as_bytes())? else {
             return Err(Error::UnknownItem {
                 key: key.to_string(),

@@ -13,6 +13,7 @@ mod ann;
 mod ann_check;
 mod check;
 mod check_values;
+mod cluster_tier;
 mod embed;
 mod flusher;
 mod generate;
@@ -30,6 +31,7 @@ mod stats;
 mod validate;
 
 pub use check::CheckReport;
+pub use cluster_tier::ClusterBatch;
 pub use generate::Prompt;
 pub(crate) use refresh::now_ms;
 pub use sid::TokenizeProgress;

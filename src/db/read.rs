@@ -288,7 +288,7 @@ impl Db {
     }
 
     /// The `k` most popular live items not `seen`.
-    fn popular(&self, k: usize, seen: &dyn Fn(u64) -> bool) -> Vec<ScoredItem> {
+    pub(super) fn popular(&self, k: usize, seen: &dyn Fn(u64) -> bool) -> Vec<ScoredItem> {
         let derived = self.inner.derived.read();
         let mut items = Vec::with_capacity(k);
         for (id, count) in derived.popularity.ranked() {

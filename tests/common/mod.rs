@@ -9,6 +9,7 @@ use convergedb::{Config, Db, History, Item, Recommendation, Stats};
 use tempfile::TempDir;
 
 pub mod bundle;
+pub mod cluster;
 pub mod vectors;
 
 /// A fresh temporary directory.

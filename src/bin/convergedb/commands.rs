@@ -71,6 +71,36 @@ pub(crate) fn run(cli: Cli) -> CliResult {
                 json,
             },
         )?,
+        Command::Worker {
+            cluster,
+            namespace,
+            model,
+            name,
+            batch,
+            claim_idle_ms,
+            sweep_ms,
+            for_s,
+            exit_when_idle,
+            json,
+        } => {
+            let name = name.unwrap_or_else(|| format!("worker-{}", std::process::id()));
+            crate::worker::worker(
+                &db,
+                crate::worker::WorkerArgs {
+                    cluster: &cluster,
+                    namespace: &namespace,
+                    model: model.as_deref(),
+                    name: &name,
+                    batch,
+                    claim_idle_ms,
+                    sweep_ms,
+                    for_s,
+                    exit_when_idle,
+                    json,
+                },
+            )?;
+            ExitCode::SUCCESS
+        }
         Command::Stats { json } => stats(&db, json)?,
         Command::Check { json } => check(&db, json)?,
         Command::History { user, json } => history(&db, &user, json)?,

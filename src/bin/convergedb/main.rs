@@ -3,6 +3,7 @@
 
 mod commands;
 mod stream;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -224,6 +225,41 @@ enum Command {
         /// The item vector whose index to drop.
         #[arg(long)]
         vector: String,
+    },
+    /// Refresh lists for users whose histories live in a Redis Cluster (docs/cluster.md): take
+    /// queue entries, generate with this database's catalog and model, compare-and-swap the
+    /// lists into the cluster. Run any number, on any hosts, each with its own --name.
+    Worker {
+        /// Cluster node URLs, comma-separated (redis://host:port,...).
+        #[arg(long, value_name = "URLS")]
+        cluster: String,
+        /// The cluster key namespace of this database.
+        #[arg(long, default_value = "convergedb")]
+        namespace: String,
+        /// Attach this model bundle first (else the attached one is used).
+        #[arg(long, value_name = "DIR")]
+        model: Option<PathBuf>,
+        /// This worker's consumer name (unique among live workers; default worker-<pid>).
+        #[arg(long)]
+        name: Option<String>,
+        /// Users per model batch.
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        /// Take over another worker's entries unacknowledged for this long.
+        #[arg(long, default_value_t = 10_000)]
+        claim_idle_ms: u64,
+        /// Re-notify users whose pending marker is this old, and trim the queue, this often.
+        #[arg(long, default_value_t = 5_000)]
+        sweep_ms: u64,
+        /// Stop after this many seconds.
+        #[arg(long, value_name = "SECONDS")]
+        for_s: Option<f64>,
+        /// Stop once the queue has been empty for one second.
+        #[arg(long)]
+        exit_when_idle: bool,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Time `recommend` over every user (warm cache): p50, p99 and mean latency.
     Latency {

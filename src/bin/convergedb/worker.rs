@@ -1,0 +1,115 @@
+//! `convergedb worker`: a refresh-worker process for users whose per-user tier lives in a
+//! Redis Cluster. It takes queue entries (its consumer name must be unique among live
+//! workers), computes each list with this node's catalog and model, and compare-and-swaps it
+//! into the cluster; it also claims dead workers' entries, sweeps for lost notifications and
+//! trims the queue. Any number of these run on any number of hosts.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use convergedb::cluster::{ClusterConfig, ClusterDurability, ClusterTier};
+use convergedb::{ClusterBatch, Db, ModelOptions};
+
+pub(crate) struct WorkerArgs<'a> {
+    pub cluster: &'a str,
+    pub namespace: &'a str,
+    pub model: Option<&'a Path>,
+    pub name: &'a str,
+    pub batch: usize,
+    pub claim_idle_ms: u64,
+    pub sweep_ms: u64,
+    pub for_s: Option<f64>,
+    pub exit_when_idle: bool,
+    pub json: bool,
+}
+
+pub(crate) fn connect(urls: &str, namespace: &str) -> Result<ClusterTier, convergedb::Error> {
+    let mut config = ClusterConfig::new(urls.split(',').map(str::trim).filter(|u| !u.is_empty()));
+    config.namespace = namespace.to_string();
+    // A worker only writes derived state (lists, queue entries): nothing to wait for.
+    config.durability = ClusterDurability::Buffered;
+    ClusterTier::connect(config)
+}
+
+pub(crate) fn worker(db: &Db, args: WorkerArgs<'_>) -> Result<(), Box<dyn std::error::Error>> {
+    if args.batch == 0 || args.batch > 4096 {
+        return Err(format!("--batch {} must be in 1..=4096", args.batch).into());
+    }
+    if let Some(model) = args.model {
+        db.attach_model(model, ModelOptions::new())?;
+    }
+    let tier = connect(args.cluster, args.namespace)?;
+    let started = Instant::now();
+    let deadline = args
+        .for_s
+        .map(|s| started + Duration::from_secs_f64(s.max(0.0)));
+    let mut total = ClusterBatch::default();
+    let (mut last_claim, mut last_sweep, mut idle_since) = (started, started, None::<Instant>);
+    let mut rotation = 0usize;
+    let mut reported = started;
+    loop {
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            break;
+        }
+        let mut taken = Vec::new();
+        if now.duration_since(last_claim) >= Duration::from_millis(args.claim_idle_ms / 2) {
+            taken = tier
+                .claim_dead(args.name, args.claim_idle_ms, args.batch)?
+                .0;
+            last_claim = now;
+        }
+        if now.duration_since(last_sweep) >= Duration::from_millis(args.sweep_ms) {
+            tier.sweep(args.sweep_ms)?;
+            tier.trim()?;
+            last_sweep = now;
+        }
+        if taken.is_empty() {
+            taken = tier.take(args.name, args.batch, rotation)?;
+            rotation = rotation.wrapping_add(1);
+        }
+        if taken.is_empty() {
+            let since = *idle_since.get_or_insert(now);
+            if args.exit_when_idle && now.duration_since(since) >= Duration::from_secs(1) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        idle_since = None;
+        let b = db.refresh_cluster_batch(&tier, &taken)?;
+        total.written += b.written;
+        total.conflicts += b.conflicts;
+        total.skipped += b.skipped;
+        total.failed += b.failed;
+        if !args.json && now.duration_since(reported) >= Duration::from_secs(5) {
+            eprintln!(
+                "{}: {} lists written, {} conflicts, {} skipped, {} failed",
+                args.name, total.written, total.conflicts, total.skipped, total.failed
+            );
+            reported = now;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let busy = match idle_since {
+        Some(since) if args.exit_when_idle => since.duration_since(started).as_secs_f64(),
+        _ => secs,
+    };
+    let rate = total.written as f64 / busy.max(1e-9);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "worker": args.name, "written": total.written, "conflicts": total.conflicts,
+                "skipped": total.skipped, "failed": total.failed, "seconds": secs,
+                "busy_seconds": busy, "lists_per_s": rate,
+            })
+        );
+    } else {
+        println!(
+            "{}: {} lists written ({rate:.1}/s over {busy:.1} s busy), {} conflicts, {} skipped, {} failed",
+            args.name, total.written, total.conflicts, total.skipped, total.failed
+        );
+    }
+    Ok(())
+}
