@@ -47,37 +47,55 @@ pub(crate) fn worker(db: &Db, args: WorkerArgs<'_>) -> Result<(), Box<dyn std::e
     let (mut last_claim, mut last_sweep, mut idle_since) = (started, started, None::<Instant>);
     let mut rotation = 0usize;
     let mut reported = started;
+    let mut errors = 0u64;
     loop {
         let now = Instant::now();
         if deadline.is_some_and(|d| now >= d) {
             break;
         }
-        let mut taken = Vec::new();
-        if now.duration_since(last_claim) >= Duration::from_millis(args.claim_idle_ms / 2) {
-            taken = tier
-                .claim_dead(args.name, args.claim_idle_ms, args.batch)?
-                .0;
-            last_claim = now;
-        }
-        if now.duration_since(last_sweep) >= Duration::from_millis(args.sweep_ms) {
-            tier.sweep(args.sweep_ms)?;
-            tier.trim()?;
-            last_sweep = now;
-        }
-        if taken.is_empty() {
-            taken = tier.take(args.name, args.batch, rotation)?;
-            rotation = rotation.wrapping_add(1);
-        }
-        if taken.is_empty() {
-            let since = *idle_since.get_or_insert(now);
-            if args.exit_when_idle && now.duration_since(since) >= Duration::from_secs(1) {
-                break;
+        // A cluster error (a failover in progress, a node restarting) is reported and retried:
+        // what this worker took stays pending and is claimed again if it never comes back.
+        let step = (|| -> Result<Option<ClusterBatch>, convergedb::Error> {
+            let mut taken = Vec::new();
+            if now.duration_since(last_claim) >= Duration::from_millis(args.claim_idle_ms / 2) {
+                last_claim = now;
+                taken = tier
+                    .claim_dead(args.name, args.claim_idle_ms, args.batch)?
+                    .0;
             }
-            std::thread::sleep(Duration::from_millis(10));
-            continue;
-        }
+            if now.duration_since(last_sweep) >= Duration::from_millis(args.sweep_ms) {
+                last_sweep = now;
+                tier.sweep(args.sweep_ms)?;
+                tier.trim()?;
+            }
+            if taken.is_empty() {
+                taken = tier.take(args.name, args.batch, rotation)?;
+                rotation = rotation.wrapping_add(1);
+            }
+            if taken.is_empty() {
+                return Ok(None);
+            }
+            db.refresh_cluster_batch(&tier, &taken).map(Some)
+        })();
+        let b = match step {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                let since = *idle_since.get_or_insert(now);
+                if args.exit_when_idle && now.duration_since(since) >= Duration::from_secs(1) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            Err(e @ (convergedb::Error::Cluster(_) | convergedb::Error::Corruption { .. })) => {
+                errors += 1;
+                eprintln!("{}: {e} (retrying in 500 ms)", args.name);
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         idle_since = None;
-        let b = db.refresh_cluster_batch(&tier, &taken)?;
         total.written += b.written;
         total.conflicts += b.conflicts;
         total.skipped += b.skipped;
@@ -102,12 +120,12 @@ pub(crate) fn worker(db: &Db, args: WorkerArgs<'_>) -> Result<(), Box<dyn std::e
             serde_json::json!({
                 "worker": args.name, "written": total.written, "conflicts": total.conflicts,
                 "skipped": total.skipped, "failed": total.failed, "seconds": secs,
-                "busy_seconds": busy, "lists_per_s": rate,
+                "busy_seconds": busy, "lists_per_s": rate, "cluster_errors": errors,
             })
         );
     } else {
         println!(
-            "{}: {} lists written ({rate:.1}/s over {busy:.1} s busy), {} conflicts, {} skipped, {} failed",
+            "{}: {} lists written ({rate:.1}/s over {busy:.1} s busy), {} conflicts, {} skipped, {} failed, {errors} cluster errors",
             args.name, total.written, total.conflicts, total.skipped, total.failed
         );
     }
