@@ -135,6 +135,10 @@ pub struct UserHistory {
 pub struct ClusterTier {
     rt: tokio::runtime::Runtime,
     conn: ClusterConnection,
+    /// Blocking connections for the serving read (one per concurrent reader, reused): a
+    /// read through the async connection paid the runtime's wake-ups on top of the round trip.
+    client: ClusterClient,
+    readers: parking_lot::Mutex<Vec<redis::cluster::ClusterConnection>>,
     config: ClusterConfig,
     record: Script,
     read: Script,
@@ -183,6 +187,8 @@ impl ClusterTier {
         let tier = ClusterTier {
             rt,
             conn,
+            client,
+            readers: parking_lot::Mutex::new(Vec::new()),
             config,
             record: Script::new(lua::RECORD),
             read: Script::new(lua::READ),
@@ -273,15 +279,23 @@ impl ClusterTier {
     /// One round trip: stamps, pending marker, cached list and the newest `tail` entries.
     pub fn read(&self, user: &str, tail: usize) -> Result<UserRead> {
         let (h, m) = (self.user_key(user, "h"), self.user_key(user, "m"));
+        let pooled = self.readers.lock().pop();
+        let mut reader = match pooled {
+            Some(c) => c,
+            None => self
+                .client
+                .get_connection()
+                .map_err(err("connecting a reader"))?,
+        };
         let reply: Vec<Vec<u8>> = self
-            .run(
-                self.read
-                    .key(&h)
-                    .key(&m)
-                    .arg(tail.max(1))
-                    .invoke_async(&mut self.conn()),
-            )
+            .read
+            .key(&h)
+            .key(&m)
+            .arg(tail.max(1))
+            .invoke(&mut reader)
             .map_err(err("reading a user"))?;
+        // Only a connection whose call succeeded goes back (a failed one may be mid-reply).
+        self.readers.lock().push(reader);
         let [v, n, p, l, ln, park, t]: [Vec<u8>; 7] = reply.try_into().map_err(|r: Vec<_>| {
             Error::Cluster(format!("read replied {} fields, not 7", r.len()))
         })?;

@@ -21,7 +21,7 @@ use crate::{Error, Result};
 
 const GROUP: &str = "workers";
 /// Deliveries after which an entry parks its user (as the local queue does).
-pub const MAX_DELIVERIES: usize = 3;
+pub(crate) const MAX_DELIVERIES: usize = 3;
 
 /// One queue entry taken by a worker.
 #[derive(Clone, Debug, PartialEq, Eq)]
