@@ -8,6 +8,8 @@
 //!
 //! Prints one JSON object per figure on stdout.
 
+mod common;
+
 #[path = "../tests/common/bundle.rs"]
 #[allow(dead_code)]
 mod bundle;
@@ -115,7 +117,7 @@ fn workers_bench(users: usize, counts: &[usize]) {
     let copies: Vec<tempfile::TempDir> = (0..counts.iter().copied().max().unwrap_or(1))
         .map(|_| {
             let c = tempfile::tempdir().unwrap();
-            copy_dir(dir.path(), c.path());
+            common::copy_dir(dir.path(), c.path()).unwrap();
             c
         })
         .collect();
@@ -156,19 +158,6 @@ fn workers_bench(users: usize, counts: &[usize]) {
                 "lists_per_s": written as f64 / busy.max(1e-9),
                 "cores": std::thread::available_parallelism().map_or(1, |c| c.get())})
         );
-    }
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&dst).unwrap();
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), dst).unwrap();
-        }
     }
 }
 
