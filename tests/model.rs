@@ -356,8 +356,8 @@ fn format_2_manifest_fields_are_checked() {
     let m: Value =
         serde_json::from_str(&std::fs::read_to_string(bundle().join("manifest.json")).unwrap())
             .unwrap();
-    if m["format_version"] != 2 {
-        eprintln!("skipped: {} is not a format-2 bundle", bundle().display());
+    if m["format_version"].as_u64() < Some(2) {
+        eprintln!("skipped: {} is a format-1 bundle", bundle().display());
         return;
     }
     let (_dir, db) = setup();
@@ -383,26 +383,34 @@ fn format_2_manifest_fields_are_checked() {
         ),
         (
             "convergedb_train.reexport",
-            Box::new(|m| m["format_version"] = Value::from(3)),
+            Box::new(|m| m["format_version"] = Value::from(4)),
         ),
     ];
     for (want, edit) in cases {
-        let b = edited_bundle(
-            |dir| {
-                let p = dir.join("manifest.json");
-                let mut m: Value =
-                    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-                edit(&mut m);
-                std::fs::write(&p, serde_json::to_vec(&m).unwrap()).unwrap();
-            },
-            false,
-        );
+        let b = edited_manifest(|m| edit(m));
         let reason = bundle_error(&db, b.path());
         assert!(reason.contains(want), "expected {want:?} in: {reason}");
     }
     // The same bundle unedited attaches and reports its format.
     attach(&db, ModelOptions::new());
-    assert_eq!(db.model_info().unwrap().bundle_format, 2);
+    assert_eq!(
+        Some(u64::from(db.model_info().unwrap().bundle_format)),
+        m["format_version"].as_u64()
+    );
+}
+
+/// A copy of the bundle with its manifest edited (checksums untouched: they cover the files,
+/// not the manifest).
+fn edited_manifest(edit: impl FnOnce(&mut Value)) -> tempfile::TempDir {
+    edited_bundle(
+        |dir| {
+            let p = dir.join("manifest.json");
+            let mut m: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            edit(&mut m);
+            std::fs::write(&p, serde_json::to_vec(&m).unwrap()).unwrap();
+        },
+        false,
+    )
 }
 
 #[test]
@@ -534,4 +542,136 @@ fn optional_files_are_verified_and_manifest_strings_bounded() {
         "{reason}"
     );
     assert!(db.model_info().is_none(), "a refused bundle was attached");
+}
+
+/// The manifest of the bundle under test, if it is format 3 (the hybrid re-rank).
+fn format_3() -> Option<Value> {
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle().join("manifest.json")).unwrap())
+            .unwrap();
+    if m["format_version"] == 3 {
+        Some(m)
+    } else {
+        eprintln!("skipped: {} has no re-rank (format 3)", bundle().display());
+        None
+    }
+}
+
+/// The parity above covers the fused lists; here: the re-rank is what changes them (the
+/// beam alone, `ModelOptions::rerank(false)`, answers differently for some users and reports
+/// no re-rank), and `model_info` names it.
+#[test]
+fn the_rerank_reorders_the_beam_and_can_be_turned_off() {
+    let Some(m) = format_3() else { return };
+    let (_dir, db) = setup();
+    let tv = vectors();
+    let all = tv["recommendations"].as_array().unwrap();
+    let cases = &all[..all.len().min(30)];
+    let run = |rerank: bool| {
+        attach(&db, ModelOptions::new().rerank(rerank));
+        let info = db.model_info().unwrap();
+        cases
+            .iter()
+            .map(|c| {
+                let k = c["k"].as_u64().unwrap() as usize;
+                db.generate_for_history(&strs(&c["history"]), k, true)
+                    .unwrap()
+                    .into_iter()
+                    .map(|s| s.key)
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .zip(std::iter::repeat(info))
+            .collect::<Vec<_>>()
+    };
+    let fused = run(true);
+    let beam = run(false);
+    let info = &fused[0].1;
+    assert_eq!(
+        Some(info.rerank_candidates as u64),
+        m["rerank"]["candidates"].as_u64()
+    );
+    assert_eq!(info.rerank_weight, m["rerank"]["weight"].as_f64());
+    assert_eq!(beam[0].1.rerank_candidates, 0);
+    let differ = fused.iter().zip(&beam).filter(|(a, b)| a.0 != b.0).count();
+    assert!(
+        differ > 0 || m["rerank"]["weight"] == 0.0,
+        "the re-rank changed none of {} lists",
+        cases.len()
+    );
+    for ((a, _), c) in fused.iter().zip(cases) {
+        assert_eq!(a, &strs(&c["expected"]));
+    }
+}
+
+/// Format 3's fields are checked: the rerank block and files.user go together and with
+/// version 3, their values are bounded, the user encoder's graph must match the block, and a
+/// database without the vectors the re-rank reads is refused (unless the re-rank is off).
+#[test]
+fn format_3_fields_and_vectors_are_checked() {
+    let Some(_) = format_3() else { return };
+    let (_dir, db) = setup();
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Edit)> = vec![
+        (
+            "needs both a rerank block and files.user",
+            Box::new(|m| {
+                m.as_object_mut().unwrap().remove("rerank");
+            }),
+        ),
+        (
+            "needs both a rerank block and files.user",
+            Box::new(|m| {
+                m["files"].as_object_mut().unwrap().remove("user");
+                m.as_object_mut().unwrap().remove("rerank");
+                m["files"]["user"] = Value::from("user.onnx");
+            }),
+        ),
+        (
+            "belongs to format_version 3",
+            Box::new(|m| m["format_version"] = Value::from(2)),
+        ),
+        (
+            "rerank.candidates 0",
+            Box::new(|m| m["rerank"]["candidates"] = Value::from(0)),
+        ),
+        (
+            "rerank.max_history 0",
+            Box::new(|m| m["rerank"]["max_history"] = Value::from(0)),
+        ),
+        (
+            "history positions",
+            Box::new(|m| m["rerank"]["max_history"] = Value::from(7)),
+        ),
+        (
+            "plain name",
+            Box::new(|m| m["files"]["user"] = Value::from("../user.onnx")),
+        ),
+        (
+            "which this database has none of",
+            Box::new(|m| m["rerank"]["vector"] = Value::from("no-such-vector")),
+        ),
+    ];
+    for (want, edit) in cases {
+        let b = edited_manifest(|m| edit(m));
+        let reason = bundle_error(&db, b.path());
+        assert!(reason.contains(want), "expected {want:?} in: {reason}");
+    }
+    // Without the re-rank the vectors are not needed.
+    let b = edited_manifest(|m| m["rerank"]["vector"] = Value::from("no-such-vector"));
+    db.attach_model(b.path(), ModelOptions::new().rerank(false))
+        .unwrap();
+    assert_eq!(db.model_info().unwrap().rerank_candidates, 0);
+    // A changed user encoder fails its checksum.
+    let b = edited_bundle(
+        |dir| {
+            let p = dir.join("user.onnx");
+            let mut bytes = std::fs::read(&p).unwrap();
+            bytes.truncate(bytes.len() / 2);
+            std::fs::write(&p, bytes).unwrap();
+        },
+        false,
+    );
+    assert!(bundle_error(&db, b.path()).contains("SHA-256"));
 }

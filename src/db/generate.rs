@@ -35,6 +35,8 @@ pub(super) struct Prepared {
     prompt: Vec<i64>,
     /// History item ids, sorted (for exclusion).
     exclude: Vec<u64>,
+    /// History item ids, oldest first (the re-rank's user vector).
+    pub(super) history: Vec<u64>,
 }
 
 impl Db {
@@ -46,6 +48,7 @@ impl Db {
         let dir = dir.as_ref();
         let model = Model::load(dir, options)?;
         self.check_fingerprint(&model, dir)?;
+        self.check_rerank_vectors(&model)?;
         let info = model.info();
         self.install_model(model)?;
         Ok(info)
@@ -173,7 +176,11 @@ impl Db {
         let model = self.attached()?;
         let ids = self.resolve_history(&model, history)?;
         let prompt = self.render(&model, &ids)?.input_ids;
-        let mut exclude = if exclude_history { ids } else { Vec::new() };
+        let mut exclude = if exclude_history {
+            ids.clone()
+        } else {
+            Vec::new()
+        };
         exclude.sort_unstable();
         exclude.dedup();
         let p = Prepared {
@@ -181,6 +188,7 @@ impl Db {
             history_version: 0,
             prompt,
             exclude,
+            history: ids,
         };
         let answers = self.run_model(&model, std::slice::from_ref(&p), k)?;
         Ok(answers
@@ -273,7 +281,7 @@ impl Db {
         ids: Vec<u64>,
     ) -> Result<Prepared> {
         let prompt = self.render(model, &ids)?.input_ids;
-        let mut exclude = ids;
+        let mut exclude = ids.clone();
         exclude.sort_unstable();
         exclude.dedup();
         Ok(Prepared {
@@ -281,6 +289,7 @@ impl Db {
             history_version,
             prompt,
             exclude,
+            history: ids,
         })
     }
 
@@ -294,15 +303,19 @@ impl Db {
             let d = self.inner.derived.read();
             (d.trie.clone(), d.sid.as_ref().map_or(0, |t| t.codes))
         };
+        // With a re-rank, the beam gives its first `candidates` items and the re-rank keeps k.
+        let n = model.rerank().map_or(k, |(r, _)| k.max(r.candidates));
         let requests: Vec<Request<'_>> = prepared
             .iter()
             .map(|p| Request {
                 prompt: p.prompt.clone(),
                 exclude: &p.exclude,
-                k,
+                k: n,
             })
             .collect();
-        model.generate(&trie, codes, &requests)
+        let mut answers = model.generate(&trie, codes, &requests)?;
+        self.rerank(model, prepared, &mut answers, k)?;
+        Ok(answers)
     }
 
     fn name_items(&self, answer: &Answer) -> Vec<ScoredItem> {

@@ -25,6 +25,7 @@ mod read;
 mod refresh;
 mod refresh_check;
 mod refresh_pool;
+mod rerank;
 mod sid;
 mod sid_assign;
 mod stats;

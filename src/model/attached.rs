@@ -4,16 +4,17 @@ use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
 
-use super::beam::{self, Answer, Request, TokenLayout};
+use super::beam::{self, Answer, Request, TokenLayout, Widths};
 use super::bundle::Bundle;
 use super::library::{self, Runtime};
-use super::manifest::Manifest;
+use super::manifest::{Manifest, Rerank};
 use super::options::{ExecutionProvider, ModelOptions};
 use super::prefix_scorer::SharedPrefixScorer;
 use super::prefix_session::{self, PrefixSessions};
 use super::prompt::Prompter;
 use super::scorer::OrtScorer;
 use super::session::{self, LmSession};
+use super::user_session::{self, UserSession};
 use crate::sid::Trie;
 use crate::Result;
 
@@ -46,6 +47,13 @@ pub struct ModelInfo {
     pub intra_threads: usize,
     /// History items a prompt shows at most.
     pub max_history: usize,
+    /// Format 3's hybrid re-rank in use: beam candidates re-scored per user (0: the beam
+    /// search alone, for bundles without a re-rank or with `ModelOptions::rerank(false)`).
+    pub rerank_candidates: usize,
+    /// The fusion weight of the dense score (when the re-rank is in use).
+    pub rerank_weight: Option<f64>,
+    /// The stored vector the dense score reads (when the re-rank is in use).
+    pub rerank_vector: Option<String>,
     /// Sessions created so far (one per concurrent caller or worker).
     pub sessions: usize,
     /// Users generated for since attaching.
@@ -82,6 +90,14 @@ struct OrtEngine {
     options: ModelOptions,
     runtime: &'static Runtime,
     pool: Mutex<Vec<Sessions>>,
+    /// Format 3 with the re-rank on: the user encoder and its pool of sessions.
+    user: Option<UserEncoder>,
+}
+
+struct UserEncoder {
+    path: PathBuf,
+    dim: usize,
+    pool: Mutex<Vec<UserSession>>,
 }
 
 /// What one caller runs: format 1's single session or format 2's pair.
@@ -136,6 +152,18 @@ impl Model {
             &bundle.manifest,
             &options,
         )?;
+        let rerank = bundle.manifest.rerank.clone().filter(|_| options.rerank);
+        let user = match (&rerank, &bundle.user_path) {
+            (Some(r), Some(path)) => {
+                let first = user_session::open(runtime, path, r.max_history, &options)?;
+                Some(UserEncoder {
+                    path: path.clone(),
+                    dim: first.dim,
+                    pool: Mutex::new(vec![first]),
+                })
+            }
+            _ => None,
+        };
         let info = ModelInfo {
             model_id: bundle.manifest.model_id.clone(),
             bundle: bundle.dir.clone(),
@@ -150,6 +178,9 @@ impl Model {
             max_batch: options.max_batch,
             intra_threads: options.intra_threads,
             max_history: bundle.manifest.prompt.max_history,
+            rerank_candidates: rerank.as_ref().map_or(0, |r| r.candidates),
+            rerank_weight: rerank.as_ref().map(|r| r.weight),
+            rerank_vector: rerank.as_ref().map(|r| r.vector.clone()),
             sessions: 1,
             users_generated: 0,
             generate_seconds: 0.0,
@@ -165,6 +196,7 @@ impl Model {
                 options,
                 runtime,
                 pool: Mutex::new(vec![first]),
+                user,
             })),
             manifest: bundle.manifest,
         })
@@ -235,6 +267,54 @@ impl Model {
         }
     }
 
+    /// The re-rank in use (format 3, `ModelOptions::rerank` on) and the user encoder's vector
+    /// width.
+    pub fn rerank(&self) -> Option<(&Rerank, usize)> {
+        match &self.engine {
+            Engine::Ort(o) => match (&self.manifest.rerank, &o.user) {
+                (Some(r), Some(u)) => Some((r, u.dim)),
+                _ => None,
+            },
+            #[cfg(feature = "fuzzing")]
+            Engine::Fake(_) => None,
+        }
+    }
+
+    /// The user encoder's vectors of `histories` (each: its items' stored vectors, oldest
+    /// first). Only with a re-rank in use.
+    pub fn user_vectors(&self, histories: &[Vec<&[f32]>]) -> Result<Vec<Vec<f32>>> {
+        let o = match &self.engine {
+            Engine::Ort(o) => o,
+            #[cfg(feature = "fuzzing")]
+            Engine::Fake(_) => {
+                return Err(crate::Error::Inference(
+                    "this model has no user encoder".into(),
+                ))
+            }
+        };
+        let Some(u) = &o.user else {
+            return Err(crate::Error::Inference(
+                "this model has no user encoder".into(),
+            ));
+        };
+        let popped = u.pool.lock().pop();
+        let mut session = match popped {
+            Some(s) => s,
+            None => {
+                let positions = self.manifest.rerank.as_ref().map_or(1, |r| r.max_history);
+                user_session::open(o.runtime, &u.path, positions, &o.options)?
+            }
+        };
+        let before = session.ort_nanos;
+        let result = session.user_vectors(histories);
+        let spent = session.ort_nanos - before;
+        u.pool.lock().push(session);
+        let mut info = self.info.lock();
+        info.ort_seconds += spent as f64 * 1e-9;
+        drop(info);
+        result
+    }
+
     pub fn info(&self) -> ModelInfo {
         self.info.lock().clone()
     }
@@ -275,6 +355,15 @@ impl Model {
             codes: self.manifest.sid.codes,
         };
         let pad = i64::from(self.manifest.special_tokens.pad);
+        // The re-rank takes the beam's first `candidates` items: the last level keeps as many
+        // tuples (every tuple names at least one item).
+        let widths = Widths {
+            beam: options.beam_width,
+            last: match (&self.manifest.rerank, &o.user) {
+                (Some(r), Some(_)) => options.beam_width.max(r.candidates),
+                _ => options.beam_width,
+            },
+        };
         let mut order: Vec<usize> = (0..requests.len()).collect();
         order.sort_by_key(|&i| requests[i].prompt.len());
         let mut out = vec![Answer::default(); requests.len()];
@@ -292,11 +381,11 @@ impl Model {
             let answers = match session {
                 Sessions::PerBeam(s) => {
                     let mut scorer = OrtScorer::new(s, options.use_kv_cache, pad);
-                    beam::search(&mut scorer, trie, layout, options.beam_width, &batch)?
+                    beam::search(&mut scorer, trie, layout, widths, &batch)?
                 }
                 Sessions::SharedPrefix(s) => {
                     let mut scorer = SharedPrefixScorer::new(s, options.use_kv_cache, pad);
-                    beam::search(&mut scorer, trie, layout, options.beam_width, &batch)?
+                    beam::search(&mut scorer, trie, layout, widths, &batch)?
                 }
             };
             for (&i, answer) in chunk.iter().zip(answers) {

@@ -110,12 +110,28 @@ fn log_sum_exp(row: &[f32]) -> f64 {
     max + sum.ln()
 }
 
+/// Beams kept per level: `beam_width` at every level but the last, which keeps `final_width`
+/// finished tuples (the hybrid re-rank takes more candidates than the search needs beams).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Widths {
+    pub beam: usize,
+    pub last: usize,
+}
+
+impl Widths {
+    /// The same width at every level.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn uniform(beam: usize) -> Widths {
+        Widths { beam, last: beam }
+    }
+}
+
 /// Runs the constrained search for every request of the batch.
 pub(crate) fn search(
     scorer: &mut dyn StepScorer,
     trie: &Trie,
     layout: TokenLayout,
-    beam_width: usize,
+    widths: Widths,
     requests: &[Request<'_>],
 ) -> Result<Vec<Answer>> {
     let levels = trie.levels();
@@ -123,7 +139,6 @@ pub(crate) fn search(
     if requests.is_empty() || levels == 0 || trie.is_empty() {
         return Ok(answers);
     }
-    let width = beam_width.max(1);
     let prompts: Vec<Vec<i64>> = requests.iter().map(|r| r.prompt.clone()).collect();
     let mut logits = Logits::default();
     scorer.prefill(&prompts, &mut logits)?;
@@ -136,7 +151,8 @@ pub(crate) fn search(
         })
         .collect();
     for level in 0..levels {
-        let mut next: Vec<Beam> = Vec::with_capacity(beams.len() * width);
+        let mut next: Vec<Beam> =
+            Vec::with_capacity(beams.len() * widths.beam.max(widths.last).max(1));
         let mut start = 0;
         while start < beams.len() {
             let req = beams[start].req;
@@ -144,6 +160,7 @@ pub(crate) fn search(
             let mut cands = Vec::new();
             let exclude = requests[req].exclude;
             let last = level + 1 == levels;
+            let width = if last { widths.last } else { widths.beam }.max(1);
             for beam in &beams[start..end] {
                 let row = logits.row(beam.row);
                 let lse = logits.log_normalizer(beam.row);

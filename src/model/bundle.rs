@@ -22,6 +22,8 @@ pub(crate) struct Bundle {
     pub onnx_path: PathBuf,
     /// Format 2: the decoding-step graph.
     pub decode_path: Option<PathBuf>,
+    /// Format 3: the re-rank's user encoder.
+    pub user_path: Option<PathBuf>,
 }
 
 fn bad(path: &Path, reason: impl Into<String>) -> Error {
@@ -80,6 +82,7 @@ impl Bundle {
         let named = [
             Some(&files.onnx),
             files.decode.as_ref(),
+            files.user.as_ref(),
             Some(&files.tokenizer),
             Some(&files.tokenization),
             files.items.as_ref(),
@@ -143,6 +146,7 @@ impl Bundle {
             dir: dir.to_path_buf(),
             onnx_path: dir.join(&files.onnx),
             decode_path: files.decode.as_ref().map(|d| dir.join(d)),
+            user_path: files.user.as_ref().map(|d| dir.join(d)),
             manifest,
             tokenizer,
         })

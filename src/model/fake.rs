@@ -53,6 +53,9 @@ impl FakeEngine {
             max_batch: 64,
             intra_threads: 0,
             max_history: MAX_HISTORY,
+            rerank_candidates: 0,
+            rerank_weight: None,
+            rerank_vector: None,
             sessions: 0,
             users_generated: 0,
             generate_seconds: 0.0,
@@ -93,7 +96,13 @@ impl FakeEngine {
             width: trie.levels() * codes.max(1),
             states: Vec::new(),
         };
-        beam::search(&mut scorer, trie, layout, BEAM_WIDTH, requests)
+        beam::search(
+            &mut scorer,
+            trie,
+            layout,
+            beam::Widths::uniform(BEAM_WIDTH),
+            requests,
+        )
     }
 }
 

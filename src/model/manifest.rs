@@ -26,6 +26,24 @@ pub(crate) struct Manifest {
     pub special_tokens: Specials,
     pub prompt: Prompt,
     pub graph: Graph,
+    /// Format 3: the hybrid re-rank of the beam's candidates.
+    #[serde(default)]
+    pub rerank: Option<Rerank>,
+}
+
+/// Format 3's `rerank` block (docs/model-bundle.md, "Format 3: the hybrid re-rank"): the
+/// beam's first `candidates` items are re-scored `lm + weight * dot(user, item)`, the user
+/// vector from `files.user` over the stored `vector` of the last `max_history` history items.
+#[derive(Clone, Debug, Deserialize)]
+pub(crate) struct Rerank {
+    /// The stored item-vector name (items.jsonl `vectors`) the dense score reads.
+    pub vector: String,
+    /// The fusion weight of the dense score, chosen on validation.
+    pub weight: f64,
+    /// Beam candidates re-scored per user.
+    pub candidates: usize,
+    /// History positions of the user encoder.
+    pub max_history: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -42,6 +60,9 @@ pub(crate) struct Files {
     /// Format 2: the decoding-step graph (`files.onnx` is then the prefill graph).
     #[serde(default)]
     pub decode: Option<String>,
+    /// Format 3: the user encoder of the re-rank.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -93,9 +114,14 @@ pub(crate) struct IdLogits {
 
 /// The only manifest format this build reads.
 pub(crate) const FORMAT: &str = "convergedb.bundle";
-/// The manifest format versions this build reads: 1 (one graph, a KV cache per beam) and 2
-/// (shared-prefix decoding: a prefill graph and a decoding-step graph).
-pub(crate) const FORMAT_VERSIONS: std::ops::RangeInclusive<u32> = 1..=2;
+/// The manifest format versions this build reads: 1 (one graph, a KV cache per beam), 2
+/// (shared-prefix decoding: a prefill graph and a decoding-step graph) and 3 (format 2 and the
+/// hybrid re-rank: a user encoder and a `rerank` block).
+pub(crate) const FORMAT_VERSIONS: std::ops::RangeInclusive<u32> = 1..=3;
+/// Most beam candidates a re-rank may ask for.
+pub(crate) const MAX_RERANK_CANDIDATES: usize = 4096;
+/// Most history positions a user encoder may take.
+pub(crate) const MAX_RERANK_HISTORY: usize = 4096;
 /// The decoding format 2 defines.
 pub(crate) const SHARED_PREFIX: &str = "shared_prefix";
 /// The ID-token spelling the bundle format fixes.
@@ -178,6 +204,7 @@ impl Manifest {
             return Err("graph.max_positions leaves no room for a prompt".into());
         }
         self.validate_decoding()?;
+        self.validate_rerank()?;
         let p = &self.prompt;
         let template = p.templates.get(&p.serving_template).ok_or_else(|| {
             format!(
@@ -199,6 +226,7 @@ impl Manifest {
             Some(&self.files.tokenizer),
             Some(&self.files.tokenization),
             self.files.decode.as_ref(),
+            self.files.user.as_ref(),
         ]
         .into_iter()
         .flatten()
@@ -248,6 +276,42 @@ impl Manifest {
             return Err(format!(
                 "graph.id_logits is {:?}, expected {{\"start\": {}, \"count\": {}}} (the ID tokens)",
                 g.id_logits, want.start, want.count
+            ));
+        }
+        Ok(())
+    }
+
+    /// Format 3's `rerank` block and `files.user`, present exactly when the format says.
+    fn validate_rerank(&self) -> std::result::Result<(), String> {
+        let Some(r) = &self.rerank else {
+            if self.format_version == 3 || self.files.user.is_some() {
+                return Err("format_version 3 needs both a rerank block and files.user (the user encoder); earlier versions have neither".into());
+            }
+            return Ok(());
+        };
+        if self.format_version != 3 || self.files.user.is_none() {
+            return Err(format!(
+                "the rerank block belongs to format_version 3 with files.user, the manifest says version {}{}",
+                self.format_version,
+                if self.files.user.is_none() { " without files.user" } else { "" }
+            ));
+        }
+        if r.vector.is_empty() || r.vector.len() > 128 {
+            return Err("rerank.vector must name a stored vector (1 to 128 bytes)".into());
+        }
+        if !r.weight.is_finite() {
+            return Err(format!("rerank.weight {} is not a finite number", r.weight));
+        }
+        if !(1..=MAX_RERANK_CANDIDATES).contains(&r.candidates) {
+            return Err(format!(
+                "rerank.candidates {} is out of range 1..={MAX_RERANK_CANDIDATES}",
+                r.candidates
+            ));
+        }
+        if !(1..=MAX_RERANK_HISTORY).contains(&r.max_history) {
+            return Err(format!(
+                "rerank.max_history {} is out of range 1..={MAX_RERANK_HISTORY}",
+                r.max_history
             ));
         }
         Ok(())

@@ -10,6 +10,7 @@
 //!   the shared-prefix scorer over them (one prompt cache per user);
 //! - `prompt.rs`: prompt rendering and tokenization;
 //! - `beam.rs`: the constrained beam search;
+//! - `user_session.rs`: format 3's user encoder (the hybrid re-rank's dense half);
 //! - `attached.rs`: a loaded bundle with its session pool;
 //! - `options.rs`: [`ModelOptions`];
 //! - `fake.rs` (feature `fuzzing`): a deterministic test double for the fuzz harness.
@@ -29,6 +30,7 @@ mod prefix_session;
 mod prompt;
 mod scorer;
 mod session;
+mod user_session;
 
 pub(crate) use attached::Model;
 pub use attached::ModelInfo;

@@ -30,6 +30,7 @@ pub struct ModelOptions {
     pub(crate) beam_width: usize,
     pub(crate) use_kv_cache: bool,
     pub(crate) max_batch: usize,
+    pub(crate) rerank: bool,
 }
 
 impl Default for ModelOptions {
@@ -41,6 +42,7 @@ impl Default for ModelOptions {
             beam_width: 20,
             use_kv_cache: true,
             max_batch: 64,
+            rerank: true,
         }
     }
 }
@@ -95,6 +97,14 @@ impl ModelOptions {
     /// Most users per model run (default 64); larger requests are split.
     pub fn max_batch(mut self, n: usize) -> Self {
         self.max_batch = n;
+        self
+    }
+
+    /// Apply a format-3 bundle's hybrid re-rank (default true). Off serves the beam search
+    /// alone (for measuring what the re-rank adds, or a database without the bundle's item
+    /// vectors); bundles without a re-rank ignore it.
+    pub fn rerank(mut self, on: bool) -> Self {
+        self.rerank = on;
         self
     }
 

@@ -20,7 +20,7 @@ import torch
 
 from . import data as D
 from . import export as E
-from . import rqvae, sasrec, search, serve_ref
+from . import dense, rqvae, sasrec, search, serve_ref
 from . import tokenization as tkz
 from . import train_lm, vocab
 from .metrics import rank_metrics
@@ -79,12 +79,12 @@ def popularity_topk(split, n, k=10):
     return top
 
 
-def lm_metrics(bundle, ds, hist, targets, exclude=False, batch=64):
+def lm_metrics(bundle, ds, hist, targets, exclude=False, batch=64, rerank=True):
     keys = [[ds.item_keys[i] for i in h] for h in hist]
     rank = {k: i for i, k in enumerate(ds.item_keys)}
     topk = []
     for s in range(0, len(keys), batch):
-        for res in bundle.recommend(keys[s:s + batch], 10, 20, exclude):
+        for res in bundle.recommend(keys[s:s + batch], 10, 20, exclude, rerank=rerank):
             topk.append([rank[k] for k, _ in res])
     return rank_metrics(topk, targets)
 
@@ -149,12 +149,49 @@ def test_vectors(out, bundle, ds, split, n_prompts=20, n_users=200):
           "notes": "prompts: history keys -> rendered prompt -> input_ids ([bos] ++ encode(prompt)). "
                    "recommendations: history = the user's items before the test item (last max_history, "
                    "chronological); exclude_history removes the listed history keys; scores are summed "
-                   "natural-log log_softmax (computed in float64 from the float32 logits), batch 1, KV cache.",
+                   "natural-log log_softmax (computed in float64 from the float32 logits), batch 1, KV cache; "
+                   "with a manifest rerank block (format 3) the beam's candidates re-scored: lm score + "
+                   "weight * dot(user_vector, item vector), in float64.",
           "prompts": prompts, "recommendations": recs}
     with open(os.path.join(out, "test_vectors.json"), "w") as f:
         json.dump(tv, f, indent=1)
         f.write("\n")
     return tv
+
+
+def add_rerank(out, manifest, bundle, ds, sm, vecs, vh, vt, rcfg, log, batch=64):
+    """The hybrid re-rank (dense.py): exports SASRec's user encoder as user.onnx, takes the
+    beam's candidates on the validation sample, picks the fusion weight with the best
+    validation NDCG@10 and makes the bundle format 3 (docs/model-bundle.md)."""
+    t = time.time()
+    path = os.path.join(out, "user.onnx")
+    dense.export(sm, path)
+    diff = dense.parity(sm, path, vh[:256], vecs)
+    log(f"user.onnx vs SASRec max |user-vector diff|: {diff:.2e}")
+    n = int(rcfg.get("candidates", 100))
+    rank = {k: i for i, k in enumerate(ds.item_keys)}
+    keys = [[ds.item_keys[i] for i in h] for h in vh]
+    cands = []
+    for s in range(0, len(keys), batch):
+        cands.extend([(rank[k], sc) for k, sc in res] for res in bundle.candidates(keys[s:s + batch], n, 20, False))
+    users = dense.DenseScorer(path, sm.max_len).user_vectors(vh, vecs)
+    weight, table = dense.choose_weight(cands, users, vecs, vt, rcfg.get("grid"))
+    if "weight" in rcfg:  # a fixed weight (smoke configurations, so that the fusion is exercised)
+        weight = float(rcfg["weight"])
+        table.setdefault(weight, float("nan"))
+    hit = float(np.mean([t_ in {i for i, _ in c} for c, t_ in zip(cands, vt)]))
+    log(f"re-rank: {n} candidates (validation recall@{n} {hit:.4f}), weight {weight}: "
+        f"valid ndcg@10 {table[weight]:.4f} vs beam alone {table[0.0]:.4f}; grid {table}")
+    manifest["format_version"] = 3
+    manifest["files"]["user"] = "user.onnx"
+    manifest["sha256"]["user.onnx"] = sha(path)
+    manifest["rerank"] = {"vector": "sasrec", "weight": weight, "candidates": n, "max_history": sm.max_len,
+                          "score": "lm + weight * dot(user_vector, item_vector)"}
+    with open(os.path.join(out, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+        f.write("\n")
+    return {"user_onnx_max_abs_diff": diff, "candidates": n, "weight": weight, f"valid_recall@{n}": hit,
+            "valid_ndcg@10_by_weight": {str(w): v for w, v in table.items()}, "seconds": time.time() - t}
 
 
 def cores():
@@ -296,11 +333,20 @@ def run(args):
     log(f"ONNX vs torch max |ID-token log-prob diff|: {diffs}")
     extra["onnx_max_abs_logit_diff"] = diffs
     bundle = serve_ref.Bundle(out, verify=False)
+    rcfg = cfg.get("rerank", {"candidates": 100})
+    if rcfg and rcfg.get("candidates") and validate:
+        extra["rerank"] = add_rerank(out, manifest, bundle, ds, sm, vecs, vh, vt, rcfg, log)
+        bundle = serve_ref.Bundle(out, verify=False)
     t = time.time()
-    metrics["lm"] = lm_metrics(bundle, ds, split.test_history, split.test_target, exclude=False)
-    metrics["lm_exclude_history"] = lm_metrics(bundle, ds, split.test_history, split.test_target, exclude=True)
+    th, tt = split.test_history, split.test_target
+    metrics["lm"] = lm_metrics(bundle, ds, th, tt, exclude=False)
+    metrics["lm_exclude_history"] = lm_metrics(bundle, ds, th, tt, exclude=True)
+    if bundle.rerank:
+        metrics["lm_beam"] = lm_metrics(bundle, ds, th, tt, exclude=False, rerank=False)
+        metrics["lm_beam_exclude_history"] = lm_metrics(bundle, ds, th, tt, exclude=True, rerank=False)
     extra["eval_seconds"] = time.time() - t
-    log(f"LM test {metrics['lm']} (exclude history: {metrics['lm_exclude_history']})")
+    log(f"LM test {metrics['lm']} (exclude history: {metrics['lm_exclude_history']}); "
+        f"beam alone {metrics.get('lm_beam')}")
     if cfg.get("ablation"):
         acfg = {**lmcfg, "tasks": ["sequential"]}
         am, ainfo = train_lm.train(crp, acfg, log, init, device, validate, os.path.join(out, "lm_sequential_only_curves"))

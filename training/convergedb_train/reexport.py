@@ -2,7 +2,9 @@
 per beam) to format 2 (shared-prefix decoding: `prefill.onnx` + `decode.onnx`), the upgrade, or
 back to format 1 (to measure or test the old decoding on the same weights). The weights are
 read back from the bundle's graph, the new graph(s) exported and checked against the old one on
-the bundle's own test prompts, and a new manifest written.
+the bundle's own test prompts, and a new manifest written. A format-3 bundle (format 2 and the
+hybrid re-rank) re-exported as format 1 loses the re-rank: its test vectors' recommendations
+are recomputed by the reference search of the new bundle (the beam alone).
 
     python -m convergedb_train.reexport OLD_BUNDLE NEW_BUNDLE [--format 2|1]"""
 from __future__ import annotations
@@ -89,8 +91,9 @@ def reexport(old, new, fmt=2):
     with open(os.path.join(old, "manifest.json")) as f:
         m = json.load(f)
     src_fmt = m.get("format_version")
-    if src_fmt not in (1, 2) or fmt not in (1, 2):
-        raise SystemExit(f"{old}: format_version {src_fmt} -> {fmt}: this tool converts between formats 1 and 2")
+    if src_fmt not in (1, 2, 3) or fmt not in (1, 2) or (src_fmt == 3 and fmt != 1):
+        raise SystemExit(f"{old}: format_version {src_fmt} -> {fmt}: this tool converts between formats 1 and 2, "
+                         "and from 3 to 1 (dropping the re-rank)")
     src = os.path.join(old, m["files"]["onnx"])
     model = gpt_from_onnx(src, m["graph"])
     with open(os.path.join(old, m["files"]["test_vectors"])) as f:
@@ -113,7 +116,7 @@ def reexport(old, new, fmt=2):
     if max(par.values()) > 1e-4:
         raise SystemExit(f"the exported graphs differ from the model: {par}")
     same = os.path.abspath(old) == os.path.abspath(new)
-    for k in ("tokenizer", "tokenization", "items", "test_vectors"):
+    for k in ("tokenizer", "tokenization", "items", "test_vectors") + (("user",) if fmt != 1 else ()):
         if m["files"].get(k) and not same:
             shutil.copyfile(os.path.join(old, m["files"][k]), os.path.join(new, m["files"][k]))
     written = {"prefill.onnx", "decode.onnx"} if fmt == 2 else {"model.onnx"}
@@ -121,8 +124,29 @@ def reexport(old, new, fmt=2):
         for k in ("onnx", "decode"):
             if m["files"].get(k) and m["files"][k] not in written:
                 os.remove(os.path.join(old, m["files"][k]))
+    dropped = m.pop("rerank", None) is not None
+    if dropped:
+        m["files"].pop("user", None)
     set_format(m, new, fmt, first, L * C)
+    if dropped and m["files"].get("test_vectors"):
+        recompute_recommendations(new, m)
+        set_format(m, new, fmt, first, L * C)
     return par
+
+
+def recompute_recommendations(folder, m):
+    """The test vectors' expected lists and scores from this bundle's own reference search."""
+    from .serve_ref import Bundle
+    b = Bundle(folder, verify=False)
+    path = os.path.join(folder, m["files"]["test_vectors"])
+    with open(path) as f:
+        tv = json.load(f)
+    for r in tv["recommendations"]:
+        res = b.recommend([r["history"]], r["k"], r["beam_width"], r["exclude_history"])[0]
+        r["expected"], r["scores"] = [k for k, _ in res], [s for _, s in res]
+    with open(path, "w") as f:
+        json.dump(tv, f, indent=1)
+        f.write("\n")
 
 
 def set_format(m, folder, fmt, id_start, id_count):
@@ -150,7 +174,7 @@ def set_format(m, folder, fmt, id_start, id_count):
         with open(path, "w") as f:
             json.dump(tv, f, indent=1)
             f.write("\n")
-    names = [m["files"][k] for k in ("onnx", "decode", "tokenizer", "tokenization", "items", "test_vectors")
+    names = [m["files"][k] for k in ("onnx", "decode", "user", "tokenizer", "tokenization", "items", "test_vectors")
              if m["files"].get(k)]
     m["sha256"] = {n: sha(os.path.join(folder, n)) for n in names}
     with open(os.path.join(folder, "manifest.json"), "w") as f:

@@ -51,6 +51,7 @@ class ModelRecommender(Bundle):
         self.by_tuple = by_tuple
         self.trie = Trie(list(by_tuple), self.C)
         self.format, self.strategy = 2, "shared_prefix"
+        self.rerank = None  # validation of the LM alone
         self.sessions = TorchSessions(model, self.first, self.L * self.C)
 
     def prompt_ids(self, history):

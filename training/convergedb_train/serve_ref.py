@@ -179,9 +179,22 @@ class Bundle:
         self.sep, self.max_history = m["prompt"]["item_separator"], m["prompt"]["max_history"]
         # item order = ascending item id = the order of items.jsonl (the database imports it in order)
         order = []
+        self.rerank = m.get("rerank")
+        if (m["format_version"] == 3) != bool(self.rerank):
+            raise ValueError("a format_version 3 manifest has a rerank block, other versions have none")
+        vectors = {}
         if files.get("items") and os.path.exists(os.path.join(folder, files["items"])):
             with open(os.path.join(folder, files["items"])) as f:
-                order = [json.loads(line)["key"] for line in f if line.strip()]
+                for line in f:
+                    if line.strip():
+                        o = json.loads(line)
+                        order.append(o["key"])
+                        if self.rerank and self.rerank["vector"] in o.get("vectors", {}):
+                            vectors[o["key"]] = np.asarray(o["vectors"][self.rerank["vector"]], np.float32)
+        if self.rerank:
+            from .dense import DenseScorer
+            self.dense = DenseScorer(os.path.join(folder, files["user"]), self.rerank["max_history"], threads)
+            self.vector_of = vectors
         codes = self.tokenization["items"]
         rank = {k: i for i, k in enumerate(order)}
         self.codes = codes
@@ -194,7 +207,7 @@ class Bundle:
         self.strategy = "shared_prefix"
         if self.format == 1:
             self.scorer = Scorer(os.path.join(folder, files["onnx"]), m["graph"], threads)
-        elif self.format == 2:
+        elif self.format in (2, 3):  # 3 = 2 + the hybrid re-rank
             from .export import SharedPrefixSessions
             self.sessions = SharedPrefixSessions(os.path.join(folder, files["onnx"]),
                                                  os.path.join(folder, files["decode"]),
@@ -218,26 +231,59 @@ class Bundle:
     def prompt_ids(self, history):
         return [self.bos] + self.tok.encode(self.render(history), add_special_tokens=False).ids
 
-    def recommend(self, histories, k=10, beam_width=20, exclude_history=True, kv_cache=True):
-        """Batched: one result list [(item key, score)] per history."""
+    def recommend(self, histories, k=10, beam_width=20, exclude_history=True, kv_cache=True, rerank=True):
+        """Batched: one result list [(item key, score)] per history. With the manifest's
+        `rerank` (and `rerank`), the beam's last level keeps max(beam_width, rerank.candidates)
+        tuples, their first max(k, rerank.candidates) items are re-scored (dense.py) and the best
+        k returned."""
+        fuse = bool(rerank and self.rerank)
+        n = max(k, self.rerank["candidates"]) if fuse else k
+        out = self.candidates(histories, n, beam_width, exclude_history, kv_cache)
+        if fuse:
+            out = [self.fuse(h, res)[:k] for h, res in zip(histories, out)]
+        return out
+
+    def candidates(self, histories, n, beam_width=20, exclude_history=True, kv_cache=True):
+        """The beam's first n items per history [(item key, LM score)]: the last level keeps
+        max(beam_width, n) tuples; a tuple's items in item order, excluded items skipped."""
         exes = [set(h) if exclude_history else set() for h in histories]
         beams = self.beam_search([self.prompt_ids(h) for h in histories], beam_width, kv_cache,
-                                 [self.excluded_tuples(ex) for ex in exes])
+                                 [self.excluded_tuples(ex) for ex in exes], final_width=max(beam_width, n))
         out = []
-        for u, h in enumerate(histories):
+        for u in range(len(histories)):
             ex = exes[u]
-            res = []
+            res, seen = [], set()
             for tup, score in beams[u]:
                 for key in self.by_tuple.get(tup, ()):
-                    if key in ex or any(key == r[0] for r in res):
+                    if key in ex or key in seen:
                         continue
                     res.append((key, score))
-                    if len(res) == k:
+                    seen.add(key)
+                    if len(res) == n:
                         break
-                if len(res) == k:
+                if len(res) == n:
                     break
             out.append(res)
         return out
+
+    def user_vector(self, history):
+        """The dense half's user vector: the last `rerank.max_history` history items that have
+        a vector."""
+        keys = [key for key in history if key in self.vector_of][-self.rerank["max_history"]:]
+        vecs = np.stack([self.vector_of[key] for key in keys]) if keys else np.zeros((0, 1), np.float32)
+        return self.dense.user_vectors([list(range(len(keys)))], vecs)[0]
+
+    def fuse(self, history, candidates):
+        """[(key, lm score)] -> [(key, fused score)] best first (dense.fuse)."""
+        from .dense import fuse
+        if not candidates:
+            return []
+        keys = [key for key, _ in candidates]
+        dim = len(next(iter(self.vector_of.values())))
+        vecs = np.stack([self.vector_of.get(key, np.zeros(dim, np.float32)) for key in keys])
+        fused = fuse([(j, s) for j, (_, s) in enumerate(candidates)], self.user_vector(history), vecs,
+                     self.rerank["weight"])
+        return [(keys[j], s) for j, s in fused]
 
     def excluded_tuples(self, ex):
         """Code tuples (as integers) all of whose items are in `ex`: the last level skips them."""
@@ -251,9 +297,10 @@ class Bundle:
                 out.add(n)
         return out
 
-    def beam_search(self, prompts, beam_width, kv_cache=True, excluded=None):
+    def beam_search(self, prompts, beam_width, kv_cache=True, excluded=None, final_width=None):
         """Per prompt: [(code tuple, score)] best first (ties: smaller tuple first). At the last
-        level, tuples in `excluded[prompt]` (integers; every item excluded) are not candidates."""
+        level, tuples in `excluded[prompt]` (integers; every item excluded) are not candidates,
+        and `final_width` (default: `beam_width`) tuples are kept."""
         B, L, C = len(prompts), self.L, self.C
         T = max(len(p) for p in prompts)
         ids = np.full((B, T), self.pad, np.int64)
@@ -280,7 +327,7 @@ class Bundle:
             order = np.lexsort((t, -s, u))
             r, c, s, t, u = r[order], c[order], s[order], t[order], u[order]
             first_of_user = np.searchsorted(u, u, side="left")
-            keep = (np.arange(len(u)) - first_of_user) < beam_width
+            keep = (np.arange(len(u)) - first_of_user) < ((final_width or beam_width) if l + 1 == L else beam_width)
             r, c, s, t, u = r[keep], c[keep], s[keep], t[keep], u[keep]
             node, score, tup, user = child[r, c], s, t, u
             if l + 1 == L or len(r) == 0:

@@ -42,14 +42,31 @@ def check_graphs_v2(folder, m, g, sp, first, L, C):
     assert out[0].shape == (1, L * C) and out[1].shape == (1,) and g["vocab_size"] == first + L * C
 
 
+def check_user_encoder(folder, m):
+    """Format 3: user.onnx's contract (dense.py) and a rerank block the database accepts."""
+    import onnxruntime as ort
+    r = m["rerank"]
+    assert set(r) >= {"vector", "weight", "candidates", "max_history"}, r
+    assert np.isfinite(r["weight"]) and 1 <= r["candidates"] <= 4096 and 1 <= r["max_history"] <= 4096
+    s = ort.InferenceSession(os.path.join(folder, m["files"]["user"]), providers=["CPUExecutionProvider"])
+    ins = {i.name: i.shape for i in s.get_inputs()}
+    assert set(ins) == {"history_vectors", "history_mask"}, ins
+    assert ins["history_vectors"][1] == r["max_history"] == ins["history_mask"][1], ins
+    d = ins["history_vectors"][2]
+    out = s.run(None, {"history_vectors": np.zeros((1, r["max_history"], d), np.float32),
+                       "history_mask": np.zeros((1, r["max_history"]), np.float32)})[0]
+    assert out.shape == (1, d) and s.get_outputs()[0].name == "user_vector"
+
+
 def validate(folder, n_vectors=None):
     with open(os.path.join(folder, "manifest.json")) as f:
         m = json.load(f)
-    assert m["format"] == "convergedb.bundle" and m["format_version"] in (1, 2)
+    assert m["format"] == "convergedb.bundle" and m["format_version"] in (1, 2, 3)
     for name, h in m["sha256"].items():
         with open(os.path.join(folder, name), "rb") as f:
             assert hashlib.sha256(f.read()).hexdigest() == h, f"{name}: sha256 mismatch"
-    graphs = [m["files"]["onnx"]] + ([m["files"]["decode"]] if m["format_version"] == 2 else [])
+    graphs = [m["files"]["onnx"]] + ([m["files"]["decode"]] if m["format_version"] >= 2 else [])
+    graphs += [m["files"]["user"]] if m["format_version"] == 3 else []
     for req in graphs + [m["files"]["tokenizer"], m["files"]["tokenization"]]:
         assert req in m["sha256"], f"manifest.sha256 lacks {req}"
     onnx_sha = m["sha256"][m["files"]["onnx"]]
@@ -85,6 +102,8 @@ def validate(folder, n_vectors=None):
         check_graph_v1(folder, m, g, sp, first, L, C)
     else:
         check_graphs_v2(folder, m, g, sp, first, L, C)
+    if m["format_version"] == 3:
+        check_user_encoder(folder, m)
     for tmpl in m["prompt"]["templates"].values():
         assert tmpl.count("{") == 1
     assert m["prompt"]["templates"][m["prompt"]["serving_template"]].count("{history}") == 1

@@ -113,7 +113,7 @@ fn wide_beam_equals_exhaustive_ranking() {
         exclude: &[],
         k: 100,
     };
-    let got = search(&mut scorer, &t, LAYOUT, 16, &[req]).unwrap();
+    let got = search(&mut scorer, &t, LAYOUT, Widths::uniform(16), &[req]).unwrap();
     // Exhaustive: every tuple scored in full, best first (ties: smaller tuple first).
     let mut all: Vec<(Vec<u16>, f64)> = t
         .pairs()
@@ -165,7 +165,7 @@ fn narrow_beam_prunes_and_wide_beam_recovers() {
             exclude: &[],
             k: 1,
         };
-        search(&mut scorer, &t, LAYOUT, width, &[req]).unwrap()
+        search(&mut scorer, &t, LAYOUT, Widths::uniform(width), &[req]).unwrap()
     };
     // Width 1 is greedy: code 0 first, stuck under it.
     assert_eq!(run(1)[0].beams[0].0, vec![0, 0, 0]);
@@ -188,7 +188,7 @@ fn only_live_tuples_are_generated() {
         exclude: &[],
         k: 10,
     };
-    let got = search(&mut scorer, &t, LAYOUT, 20, &[req]).unwrap();
+    let got = search(&mut scorer, &t, LAYOUT, Widths::uniform(20), &[req]).unwrap();
     let tuples: Vec<Vec<u16>> = got[0].beams.iter().map(|b| b.0.clone()).collect();
     assert_eq!(tuples, vec![vec![0, 1, 2], vec![2, 1, 0]]); // equal scores: smaller tuple first
     assert_eq!(
@@ -256,7 +256,9 @@ fn a_batch_equals_its_requests_run_alone() {
                 exclude: &[],
                 k: 4,
             };
-            search(&mut s, &t, LAYOUT, 3, &[req]).unwrap().remove(0)
+            search(&mut s, &t, LAYOUT, Widths::uniform(3), &[req])
+                .unwrap()
+                .remove(0)
         })
         .collect();
     let mut s = FnScorer::new(hashed_logit);
@@ -268,7 +270,7 @@ fn a_batch_equals_its_requests_run_alone() {
             k: 4,
         })
         .collect();
-    let batch = search(&mut s, &t, LAYOUT, 3, &reqs).unwrap();
+    let batch = search(&mut s, &t, LAYOUT, Widths::uniform(3), &reqs).unwrap();
     assert_eq!(batch, alone);
     assert_eq!(s.calls, 3, "the batch shares its scorer calls");
 }
@@ -282,7 +284,7 @@ fn an_empty_trie_answers_nothing_without_running_the_model() {
         exclude: &[],
         k: 5,
     };
-    let got = search(&mut s, &t, LAYOUT, 4, &[req]).unwrap();
+    let got = search(&mut s, &t, LAYOUT, Widths::uniform(4), &[req]).unwrap();
     assert!(got[0].items.is_empty());
     assert_eq!(s.calls, 0);
 }
@@ -297,7 +299,14 @@ fn fully_excluded_tuples_do_not_take_the_last_beams() {
         k,
     };
     // The unconstrained order of every finished tuple with a wide beam.
-    let all = search(&mut scorer, &t, LAYOUT, 64, &[request(&[], 100)]).unwrap();
+    let all = search(
+        &mut scorer,
+        &t,
+        LAYOUT,
+        Widths::uniform(64),
+        &[request(&[], 100)],
+    )
+    .unwrap();
     let order: Vec<u64> = all[0].items.iter().map(|i| i.0).collect();
     // Exclude the items of the two best tuples; a beam of 2 must still return 2 other items.
     let mut ex: Vec<u64> = all[0].beams[..2]
@@ -306,7 +315,14 @@ fn fully_excluded_tuples_do_not_take_the_last_beams() {
         .collect();
     ex.sort_unstable();
     let ex: &'static [u64] = Box::leak(ex.into_boxed_slice());
-    let got = search(&mut scorer, &t, LAYOUT, 2, &[request(ex, 2)]).unwrap();
+    let got = search(
+        &mut scorer,
+        &t,
+        LAYOUT,
+        Widths::uniform(2),
+        &[request(ex, 2)],
+    )
+    .unwrap();
     let items: Vec<u64> = got[0].items.iter().map(|i| i.0).collect();
     // No finished beam is a tuple whose items are all excluded, so the beams yield items.
     for (codes, _) in &got[0].beams {
@@ -318,7 +334,14 @@ fn fully_excluded_tuples_do_not_take_the_last_beams() {
     assert!(!items.is_empty() && items.len() <= 2, "{items:?}");
     assert!(items.iter().all(|i| !ex.contains(i) && order.contains(i)));
     // Without exclusion the same 2-wide search ends on the excluded tuples' items.
-    let plain = search(&mut scorer, &t, LAYOUT, 2, &[request(&[], 2)]).unwrap();
+    let plain = search(
+        &mut scorer,
+        &t,
+        LAYOUT,
+        Widths::uniform(2),
+        &[request(&[], 2)],
+    )
+    .unwrap();
     assert!(plain[0].items.iter().any(|i| ex.contains(&i.0)));
 }
 
@@ -375,7 +398,14 @@ fn id_token_slices_with_a_given_log_sum_exp_give_the_same_search() {
         ]
     };
     for width in [1, 2, 4, 16] {
-        let full = search(&mut FnScorer::new(hashed_logit), &t, LAYOUT, width, &reqs()).unwrap();
+        let full = search(
+            &mut FnScorer::new(hashed_logit),
+            &t,
+            LAYOUT,
+            Widths::uniform(width),
+            &reqs(),
+        )
+        .unwrap();
         let sliced = search(
             &mut SlicedScorer(FnScorer::new(hashed_logit)),
             &t,
