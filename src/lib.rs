@@ -25,6 +25,7 @@ mod config;
 mod db;
 mod derived;
 mod error;
+pub mod eval;
 mod ffi;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

@@ -354,3 +354,80 @@ fn ann_build_then_recommend_names_the_ann_source() {
     assert!(text.contains("dropped"), "{text}");
     ok(&db_cli(&db, &["check"]));
 }
+
+/// `convergedb eval` on a hand-made case whose metrics are worked out by hand: three users,
+/// their last interaction held out (the target), popularity ranked over what is stored
+/// (i1: 3 interactions, i2: 2, i3: 1).
+#[test]
+fn eval_computes_recall_and_ndcg_by_hand() {
+    let dir = tempdir();
+    let items = dir.path().join("items.jsonl");
+    std::fs::write(
+        &items,
+        "{\"key\": \"i1\"}\n{\"key\": \"i2\"}\n{\"key\": \"i3\"}\n{\"key\": \"i4\"}\n",
+    )
+    .unwrap();
+    let events = dir.path().join("events.csv");
+    std::fs::write(
+        &events,
+        "user,item,timestamp\na,i1,1\na,i2,2\na,i3,10\nb,i1,1\nb,i2,2\nb,i3,11\nc,i1,1\nc,i3,2\nc,i2,12\n",
+    )
+    .unwrap();
+    let db = dir.path().join("db");
+    let held = dir.path().join("held.jsonl");
+    ok(&db_cli(&db, &["import", "items", items.to_str().unwrap()]));
+    ok(&db_cli(
+        &db,
+        &[
+            "import",
+            "interactions",
+            events.to_str().unwrap(),
+            "--hold-out-last",
+            "1",
+            "--held-out",
+            held.to_str().unwrap(),
+        ],
+    ));
+    let out = ok(&db_cli(
+        &db,
+        &["eval", held.to_str().unwrap(), "-k", "2", "--json"],
+    ));
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["users"], 3);
+    assert_eq!(report["k"], 2);
+    let rows = report["rows"].as_array().unwrap();
+    // no model attached, no ANN index: popularity only, history kept then excluded
+    assert_eq!(rows.len(), 2, "{out}");
+    let row = |excluded: bool| {
+        rows.iter()
+            .find(|r| r["exclude_history"] == excluded)
+            .unwrap()
+    };
+    // Kept: every user gets [i1, i2]; a and b (target i3) miss, c (target i2) hits at rank 1:
+    // recall 1/3, NDCG 1/log2(3) / 3.
+    let kept = row(false);
+    assert_eq!(kept["source"], "popularity");
+    let close = |v: &Value, want: f64| (v.as_f64().unwrap() - want).abs() < 1e-9;
+    assert!(close(&kept["recall"], 1.0 / 3.0), "{kept}");
+    assert!(close(&kept["ndcg"], 1.0 / 3f64.log2() / 3.0), "{kept}");
+    // Excluded: a and b (seen i1, i2) get i3 first, c (seen i1, i3) gets i2 first: all hit at
+    // rank 0.
+    let excluded = row(true);
+    assert!(close(&excluded["recall"], 1.0), "{excluded}");
+    assert!(close(&excluded["ndcg"], 1.0), "{excluded}");
+    // The table names both rows; a held-out file that is empty is an error.
+    let table = ok(&db_cli(&db, &["eval", held.to_str().unwrap(), "-k", "2"]));
+    assert!(
+        table.contains("popularity") && table.contains("excluded"),
+        "{table}"
+    );
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let err = failed(&db_cli(&db, &["eval", empty.to_str().unwrap()]));
+    assert!(err.contains("no held-out interactions"), "{err}");
+    let err = failed(&db_cli(
+        &db,
+        &["eval", held.to_str().unwrap(), "--sources", "model"],
+    ));
+    assert!(err.contains("model"), "{err}");
+}

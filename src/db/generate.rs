@@ -34,7 +34,7 @@ pub(super) struct Prepared {
     pub(super) history_version: u64,
     prompt: Vec<i64>,
     /// History item ids, sorted (for exclusion).
-    exclude: Vec<u64>,
+    pub(super) exclude: Vec<u64>,
     /// History item ids, oldest first (the re-rank's user vector).
     pub(super) history: Vec<u64>,
 }

@@ -11,6 +11,7 @@
 
 mod ann;
 mod ann_check;
+mod by_source;
 mod check;
 mod check_values;
 mod cluster_tier;

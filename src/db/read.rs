@@ -39,13 +39,13 @@ fn set_item(items: &mut Vec<ScoredItem>, n: usize, key: &str, item_id: u64, scor
 }
 
 /// "Is this item in the history": short histories are scanned in place, long ones sorted once.
-struct Seen<'a> {
+pub(super) struct Seen<'a> {
     history: Option<&'a StoredHistory>,
     sorted: Option<Vec<u64>>,
 }
 
 impl<'a> Seen<'a> {
-    fn new(history: Option<&'a StoredHistory>) -> Self {
+    pub(super) fn new(history: Option<&'a StoredHistory>) -> Self {
         let sorted = history.filter(|h| h.len() > SCAN_LIMIT).map(|h| {
             let mut ids = h.item_ids();
             ids.sort_unstable();
@@ -54,7 +54,7 @@ impl<'a> Seen<'a> {
         Seen { history, sorted }
     }
 
-    fn contains(&self, id: u64) -> bool {
+    pub(super) fn contains(&self, id: u64) -> bool {
         match (&self.sorted, self.history) {
             (Some(ids), _) => ids.binary_search(&id).is_ok(),
             (None, Some(h)) => h.contains(id),
@@ -252,7 +252,7 @@ impl Db {
 
     /// The index `recommend` uses: `Config::ann_vector`, else the only index, else the first
     /// maintained vector's.
-    fn routing_index(&self) -> Option<Arc<AnnIndex>> {
+    pub(super) fn routing_index(&self) -> Option<Arc<AnnIndex>> {
         let config = &self.inner.config;
         let slots = self.inner.ann.read();
         let name = match &config.ann_vector {
@@ -265,7 +265,11 @@ impl Db {
 
     /// The recency-weighted mean of the user's most recent item vectors (each normalised,
     /// weight `RECENCY_DECAY^r`), normalised; `None` when no recent item has the vector.
-    fn history_query(&self, history: &StoredHistory, index: &AnnIndex) -> Result<Option<Vec<f32>>> {
+    pub(super) fn history_query(
+        &self,
+        history: &StoredHistory,
+        index: &AnnIndex,
+    ) -> Result<Option<Vec<f32>>> {
         let recent = self.inner.config.ann.recent_items;
         let mut query = vec![0.0f32; index.dim];
         let mut used = 0usize;

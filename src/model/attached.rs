@@ -37,7 +37,8 @@ pub struct ModelInfo {
     pub provider: ExecutionProvider,
     /// Whether decoding uses the graph's KV cache.
     pub kv_cache: bool,
-    /// The bundle's format version: 1 (a KV cache per beam) or 2 (shared-prefix decoding).
+    /// The bundle's format version: 1 (a KV cache per beam), 2 (shared-prefix decoding) or 3
+    /// (format 2 and the hybrid re-rank).
     pub bundle_format: u32,
     /// Beams kept per level.
     pub beam_width: usize,

@@ -205,7 +205,7 @@ fn exclusion_and_collisions_fill_k_distinct_items() {
         &mut scorer,
         &t,
         LAYOUT,
-        16,
+        Widths::uniform(16),
         &[Request {
             prompt: vec![7],
             exclude: &[],
@@ -223,7 +223,7 @@ fn exclusion_and_collisions_fill_k_distinct_items() {
         &mut scorer,
         &t,
         LAYOUT,
-        16,
+        Widths::uniform(16),
         &[Request {
             prompt: vec![7],
             exclude: &exclude,
@@ -410,7 +410,7 @@ fn id_token_slices_with_a_given_log_sum_exp_give_the_same_search() {
             &mut SlicedScorer(FnScorer::new(hashed_logit)),
             &t,
             LAYOUT,
-            width,
+            Widths::uniform(width),
             &reqs(),
         )
         .unwrap();
@@ -425,4 +425,42 @@ fn id_token_slices_with_a_given_log_sum_exp_give_the_same_search() {
             }
         }
     }
+}
+
+/// A wider last level (the re-rank's candidates) keeps the same beams before it: its finished
+/// tuples start with the uniform search's, in the same order and scores, then add more.
+#[test]
+fn a_wider_last_level_extends_the_uniform_answer() {
+    // three level-2 prefixes with four leaves each: the two kept prefixes hold 8 tuples
+    let mut tuples = Vec::new();
+    for p in 0..3u16 {
+        for leaf in 0..4u16 {
+            tuples.push(([p, p, leaf], u64::from(p * 4 + leaf + 1)));
+        }
+    }
+    let t = trie(&tuples);
+    let req = || Request {
+        prompt: vec![7],
+        exclude: &[],
+        k: 100,
+    };
+    let mut scorer = FnScorer::new(hashed_logit);
+    let narrow = search(&mut scorer, &t, LAYOUT, Widths::uniform(2), &[req()]).unwrap();
+    let wide = search(
+        &mut scorer,
+        &t,
+        LAYOUT,
+        Widths { beam: 2, last: 6 },
+        &[req()],
+    )
+    .unwrap();
+    let (n, w) = (&narrow[0].beams, &wide[0].beams);
+    assert_eq!(n.len(), 2);
+    assert_eq!(w.len(), 6, "{w:?}");
+    assert_eq!(&w[..n.len()], &n[..]);
+    // the extra tuples extend only the two level-2 prefixes the beam kept
+    let mut prefixes: Vec<&[u16]> = w.iter().map(|(c, _)| &c[..2]).collect();
+    prefixes.sort();
+    prefixes.dedup();
+    assert_eq!(prefixes.len(), 2, "{w:?}");
 }
