@@ -154,7 +154,38 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ratios.insert(name.clone(), json!(rs / ps));
         }
     }
+    // The compute-bound limit: MatMul FLOPs per user counted from a profile of the bundle's
+    // graphs, over the GFLOP/s of one ONNX Runtime MatMul timed in the same run.
+    let limit = python_module(
+        &bundle,
+        "convergedb_train.profile",
+        &["--users", "64", "--batch", "4", "--threads", "1"],
+    )
+    .map(|p| p["compute_bound_limit"].clone());
+    let mut shares = serde_json::Map::new();
+    if let Some(bound) = limit
+        .as_ref()
+        .and_then(|l| l["compute_bound_users_per_s"].as_f64())
+    {
+        println!(
+            "compute-bound limit (one thread): {bound:.1} users/s ({} MFLOP per user in MatMul/Gemm, MatMul {} GFLOP/s)",
+            limit.as_ref().map_or(Value::Null, |l| l["matmul_mflop_per_user"].clone()),
+            limit.as_ref().map_or(Value::Null, |l| l["bench_matmul_gflop_s"].clone()),
+        );
+        for (name, r) in &rust {
+            if let Some(ups) = r["users_per_second"].as_f64() {
+                if name.starts_with("v2_") && name.ends_with("_kv") {
+                    println!(
+                        "rust   {name:<18} {:>5.1}% of the compute-bound limit",
+                        100.0 * ups / bound
+                    );
+                    shares.insert(name.clone(), json!(ups / bound));
+                }
+            }
+        }
+    }
     let report = json!({
+        "compute_bound_limit": limit, "rust_share_of_compute_bound_limit": shares,
         "bundle": bundle, "v1_bundle": v1, "beam_width": BEAM, "k": K, "intra_threads": 1,
         "rust": rust, "rust_two_sessions": parallel, "rss": rss,
         "python_v1_per_beam": python_v1, "python_v2_shared_prefix": python_v2,
@@ -237,26 +268,41 @@ fn two_sessions(
 /// Runs serve_ref.py's timing on `bundle` with `strategy` (one intra-op thread, the KV cache);
 /// None when the training venv is missing.
 fn python_reference(bundle: &Path, strategy: &str) -> Option<Value> {
+    python_module(
+        bundle,
+        "convergedb_train.serve_ref",
+        &[
+            "--users",
+            "256",
+            "--batches",
+            "1,4,16,64",
+            "--threads",
+            "1",
+            "--strategy",
+            strategy,
+            "--modes",
+            "kv",
+        ],
+    )
+}
+
+/// Runs `python -m MODULE BUNDLE ARGS` in the training venv and parses its JSON output; None
+/// (with a message) when the venv is missing or the module fails.
+fn python_module(bundle: &Path, module: &str, args: &[&str]) -> Option<Value> {
     let py = root().join(".cache/train-venv/bin/python");
     if !py.exists() {
-        println!(
-            "python reference skipped: no training venv (./scripts/bench-generate sets it up)"
-        );
+        println!("{module} skipped: no training venv (./scripts/bench-generate sets it up)");
         return None;
     }
     let out = Command::new(py)
         .current_dir(root().join("training"))
-        .args(["-m", "convergedb_train.serve_ref"])
+        .args(["-m", module])
         .arg(bundle)
-        .args(["--users", "256", "--batches", "1,4,16,64", "--threads", "1"])
-        .args(["--strategy", strategy, "--modes", "kv"])
+        .args(args)
         .output()
         .ok()?;
     if !out.status.success() {
-        println!(
-            "python reference failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        println!("{module} failed: {}", String::from_utf8_lossy(&out.stderr));
         return None;
     }
     serde_json::from_slice(&out.stdout).ok()

@@ -174,9 +174,14 @@ def train(corpus, cfg, log=print, init_emb=None, device="cpu", validate=None, cu
     `id_softmax` (default true: the output is restricted to the ID tokens, and the loss is the
     cross-entropy over them only; false: over the whole vocabulary, the old behaviour), and for
     early stopping `eval_every` (epochs), `patience` (evaluations without a better validation
-    NDCG@10). `validate(model) -> dict with "ndcg@10"` (the constrained beam search on a fixed
-    validation sample) selects the checkpoint: the best one is returned. Without `validate`,
-    the last epoch's model is returned."""
+    NDCG@10), `min_epochs` (no early stop before it; default 0) and `select_window` (W, default
+    1). `validate(model) -> dict with "ndcg@10"` (the constrained beam search on a fixed
+    validation sample) selects the checkpoint: with W = 1 the best evaluation's; with W > 1 the
+    window of W consecutive evaluations with the best mean NDCG@10 wins and the returned model is
+    the average of those W checkpoints' weights (checkpoint averaging: one noisy validation
+    spike neither picks the checkpoint nor stops training; the average is validated once more
+    and reported as `averaged_valid_ndcg@10`). Without `validate`, the last epoch's model is
+    returned."""
     torch.manual_seed(cfg.get("seed", 0))
     rng = np.random.default_rng(cfg.get("seed", 0))
     v, L = corpus.v, corpus.L
@@ -196,6 +201,8 @@ def train(corpus, cfg, log=print, init_emb=None, device="cpu", validate=None, cu
     total_steps = None
     step, t0, ep_times, eval_s = 0, time.time(), [], 0.0
     curve, best, best_state, best_epoch, bad = [], -1.0, None, 0, 0
+    window, W = [], max(1, int(cfg.get("select_window", 1)))  # the last W (ndcg, state) evaluations
+    min_epochs = int(cfg.get("min_epochs", 0))
     stopped = "max_epochs"
     factor, since_cut = 1.0, 0  # plateau schedule: the learning-rate factor, evaluations since the last cut
     plateau = cfg.get("schedule", "cosine") == "plateau"
@@ -239,9 +246,14 @@ def train(corpus, cfg, log=print, init_emb=None, device="cpu", validate=None, cu
             eval_s += time.time() - tv
             row.update({f"valid_{k}": x for k, x in met.items()})
             msg += f" valid ndcg@10 {met['ndcg@10']:.4f} recall@10 {met['recall@10']:.4f} ({time.time() - tv:.0f}s)"
-            if met["ndcg@10"] > best:
-                best, best_epoch, bad, since_cut = met["ndcg@10"], ep + 1, 0, 0
-                best_state = {k: x.detach().cpu().clone() for k, x in model.state_dict().items()}
+            window = (window + [(met["ndcg@10"], {k: x.detach().cpu().clone() for k, x in model.state_dict().items()})])[-W:]
+            score = float(np.mean([m for m, _ in window]))
+            if W > 1:
+                row["valid_window_ndcg@10"] = score
+                msg += f" window mean {score:.4f}"
+            if score > best:
+                best, best_epoch, bad, since_cut = score, ep + 1, 0, 0
+                best_state = average_states([st for _, st in window])
                 msg += " *"
             else:
                 bad += 1
@@ -253,18 +265,36 @@ def train(corpus, cfg, log=print, init_emb=None, device="cpu", validate=None, cu
         log(msg)
         if curve_path:
             write_curves(curve_path, curve, best_epoch)
-        if validate is not None and bad >= patience:
+        if validate is not None and bad >= patience and ep + 1 >= min_epochs:
             stopped = f"early stop: no better validation NDCG@10 in {patience} evaluations"
             break
     model = model.cpu()
+    averaged = None
     if best_state is not None:
         model.load_state_dict(best_state)
+        if W > 1:  # the exported model is the average: validate it as such
+            tv = time.time()
+            model.eval()
+            averaged = validate(model)["ndcg@10"]
+            eval_s += time.time() - tv
+            log(f"lm: average of the {W} checkpoints ending at epoch {best_epoch}: valid ndcg@10 {averaged:.4f}")
     info = {"epochs": len(curve), "max_epochs": epochs, "stopped": stopped, "best_epoch": best_epoch or len(curve),
-            "best_valid_ndcg@10": best if best >= 0 else None,
+            "best_valid_ndcg@10": best if best >= 0 else None, "select_window": W,
+            "averaged_valid_ndcg@10": averaged,
             "seconds": time.time() - t0, "seconds_per_epoch": float(np.mean(ep_times)),
             "validation_seconds": eval_s, "params": sum(p.numel() for p in model.parameters()), "tasks": tasks,
             "id_softmax": id_only, "device": str(device), "threads": torch.get_num_threads(), "curve": curve}
     return model.eval(), info
+
+
+def average_states(states):
+    """The element-wise mean of state dicts (floating tensors; others from the last one)."""
+    if len(states) == 1:
+        return states[0]
+    out = {}
+    for k, x in states[-1].items():
+        out[k] = torch.stack([st[k] for st in states]).mean(0) if x.is_floating_point() else x.clone()
+    return out
 
 
 def write_curves(path, curve, best_epoch):
@@ -288,6 +318,9 @@ def write_curves(path, curve, best_epoch):
     if ve:
         ax2 = ax.twinx()
         ax2.plot([e for e, _ in ve], [x for _, x in ve], "r.-", label="valid NDCG@10")
+        vw = [(r["epoch"], r["valid_window_ndcg@10"]) for r in curve if "valid_window_ndcg@10" in r]
+        if vw:  # select_window > 1: the window mean that selects the checkpoint
+            ax2.plot([e for e, _ in vw], [x for _, x in vw], "m--", lw=1, label="window mean")
         ax2.set_ylabel("validation NDCG@10 (beam search)", color="r")
         if best_epoch:
             ax2.axvline(best_epoch, color="gray", ls=":", lw=1)

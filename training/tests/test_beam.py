@@ -32,6 +32,7 @@ def make(tuples_to_items, t):
     b.by_tuple = tuples_to_items
     b.trie = Trie(list(tuples_to_items), C)
     b.scorer = FakeScorer(t)
+    b.rerank = None  # a format-1/2 bundle: no hybrid re-rank
     b.codes = {k: list(tp) for tp, ks in tuples_to_items.items() for k in ks}
     return b
 

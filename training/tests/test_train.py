@@ -89,6 +89,22 @@ def test_early_stopping_and_validation_search_equal_the_bundle(tmp_path):
     model, info = train_lm.train(crp, cfg, lambda *_: None, None, "cpu", validate, str(tmp_path / "curves"))
     assert info["epochs"] == 5 and info["best_epoch"] == 2 and info["best_valid_ndcg@10"] == 0.3
     assert info["stopped"].startswith("early stop")
+    # a window of 3: the lone spike at evaluation 4 (the best single point) does not win;
+    # evaluations 6-8 (mean 0.25) do, min_epochs keeps training past the patience, and the
+    # average of those three checkpoints is returned
+    curve_w, states = [0.1, 0.1, 0.1, 0.3, 0.0, 0.25, 0.25, 0.25, 0.0, 0.0, 0.0, 0.0, 0.0], []
+
+    def validate_w(m):
+        states.append({k: x.detach().clone() for k, x in m.state_dict().items()})
+        return {"ndcg@10": curve_w[len(states) - 1], "recall@10": 0.0}
+
+    cfg_w = dict(cfg, select_window=3, patience=1, min_epochs=9, epochs=12)
+    model_w, info_w = train_lm.train(crp, cfg_w, lambda *_: None, None, "cpu", validate_w, None)
+    assert info_w["best_epoch"] == 8 and abs(info_w["best_valid_ndcg@10"] - 0.25) < 1e-9
+    assert info_w["epochs"] == 9 and len(states) == 10  # 9 epochs + the average's validation
+    w = "tok.weight"
+    assert torch.allclose(model_w.state_dict()[w], (states[5][w] + states[6][w] + states[7][w]) / 3, atol=1e-6)
+    assert not torch.allclose(model_w.state_dict()[w], states[7][w])
     curves = json.load(open(tmp_path / "curves.json"))
     assert curves["best_epoch"] == 2 and len(curves["epochs"]) == 5 and os.path.exists(tmp_path / "curves.png")
     # the torch validation search == the exported bundle's search (serve_ref, ONNX Runtime)
