@@ -238,17 +238,21 @@ class Bundle:
         k returned."""
         fuse = bool(rerank and self.rerank)
         n = max(k, self.rerank["candidates"]) if fuse else k
-        out = self.candidates(histories, n, beam_width, exclude_history, kv_cache)
+        # without the re-rank the last level keeps beam_width tuples, as every level (Rust: Widths)
+        out = self.candidates(histories, n, beam_width, exclude_history, kv_cache,
+                              None if fuse else beam_width)
         if fuse:
             out = [self.fuse(h, res)[:k] for h, res in zip(histories, out)]
         return out
 
-    def candidates(self, histories, n, beam_width=20, exclude_history=True, kv_cache=True):
+    def candidates(self, histories, n, beam_width=20, exclude_history=True, kv_cache=True, final_width=None):
         """The beam's first n items per history [(item key, LM score)]: the last level keeps
-        max(beam_width, n) tuples; a tuple's items in item order, excluded items skipped."""
+        `final_width` (default max(beam_width, n)) tuples; a tuple's items in item order,
+        excluded items skipped."""
         exes = [set(h) if exclude_history else set() for h in histories]
         beams = self.beam_search([self.prompt_ids(h) for h in histories], beam_width, kv_cache,
-                                 [self.excluded_tuples(ex) for ex in exes], final_width=max(beam_width, n))
+                                 [self.excluded_tuples(ex) for ex in exes],
+                                 final_width=final_width or max(beam_width, n))
         out = []
         for u in range(len(histories)):
             ex = exes[u]
