@@ -675,3 +675,67 @@ fn format_3_fields_and_vectors_are_checked() {
     );
     assert!(bundle_error(&db, b.path()).contains("SHA-256"));
 }
+
+/// With a format-3 model attached, the ANN fallback queries with the model's user encoder
+/// (`Db::user_vector`) instead of a mean of the history's item vectors: its answer is the
+/// cosine ranking of that vector over the stored item vectors.
+#[test]
+fn the_ann_fallback_queries_with_the_models_user_encoder() {
+    let Some(m) = format_3() else { return };
+    let name = m["rerank"]["vector"].as_str().unwrap().to_string();
+    let (_dir, db) = setup();
+    let tv = vectors();
+    let case = &tv["recommendations"][0];
+    let history = strs(&case["history"]);
+    let events: Vec<_> = history
+        .iter()
+        .enumerate()
+        .map(|(t, item)| convergedb::Interaction::new("ann-user", *item, t as i64))
+        .collect();
+    db.record_interactions(&events).unwrap();
+    db.build_ann(&name).unwrap();
+    let keys = |v: Vec<Vec<convergedb::ScoredItem>>| -> Vec<String> {
+        v[0].iter().map(|s| s.key.clone()).collect()
+    };
+    let ann = |db: &Db| db.recommend_by_source(&["ann-user"], 10, convergedb::Source::Ann, true);
+    let before = keys(ann(&db).unwrap());
+    assert!(matches!(
+        db.user_vector("ann-user"),
+        Err(convergedb::Error::NoModel)
+    ));
+    attach(&db, ModelOptions::new());
+    let after = keys(ann(&db).unwrap());
+    let user = db.user_vector("ann-user").unwrap().expect("a user vector");
+    // the exact cosine ranking of the user vector over every item not in the history
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let u: Vec<f64> = user.iter().map(|&x| f64::from(x)).collect();
+    let mut exact: Vec<(f64, String)> = Vec::new();
+    for line in std::fs::read_to_string(bundle().join("items.jsonl"))
+        .unwrap()
+        .lines()
+    {
+        let item: Value = serde_json::from_str(line).unwrap();
+        let key = item["key"].as_str().unwrap();
+        let Some(v) = item["vectors"][&name].as_array() else {
+            continue;
+        };
+        if history.contains(&key) {
+            continue;
+        }
+        let v: Vec<f64> = v.iter().map(|x| x.as_f64().unwrap()).collect();
+        let dot: f64 = u.iter().zip(&v).map(|(a, b)| a * b).sum();
+        exact.push((dot / (norm(&u) * norm(&v)), key.to_string()));
+    }
+    exact.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let exact: Vec<String> = exact.into_iter().take(10).map(|(_, k)| k).collect();
+    let hits = after.iter().filter(|k| exact.contains(k)).count();
+    assert!(hits >= 9, "ANN {after:?} vs exact {exact:?}");
+    assert_ne!(
+        before, after,
+        "the query did not change with the model attached"
+    );
+    // turning the re-rank off turns the encoder off: the mean again
+    attach(&db, ModelOptions::new().rerank(false));
+    assert_eq!(db.user_vector("ann-user").unwrap(), None);
+    assert_eq!(keys(ann(&db).unwrap()), before);
+}

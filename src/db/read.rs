@@ -79,8 +79,10 @@ impl Db {
     ///    a deleted item, an item that is in the user's history): served at once with `stale: true`, items now in the history or
     ///    deleted filtered out, and the user queued for a refresh;
     /// 3. no list: with at least `Config::ann_min_history` history entries and an ANN index
-    ///    (see `Config::ann_vector`), the live items nearest to a recency-weighted mean of the
-    ///    user's recent item vectors ([`Source::Ann`]), and the user is queued;
+    ///    (see `Config::ann_vector`), the live items nearest to the user's query vector
+    ///    ([`Source::Ann`]), and the user is queued. The query is the attached model's user
+    ///    encoder over the recent items when the model is format 3 and its re-rank reads the
+    ///    index's vector, else a recency-weighted mean of the user's recent item vectors;
     /// 4. otherwise the popularity list ([`Source::Popularity`]).
     ///
     /// A cached answer holds at most `Config::cache_k` items. `k` must be in `1..=max_k`
@@ -263,13 +265,18 @@ impl Db {
         slots.get(name).map(|s| Arc::clone(&s.index))
     }
 
-    /// The recency-weighted mean of the user's most recent item vectors (each normalised,
-    /// weight `RECENCY_DECAY^r`), normalised; `None` when no recent item has the vector.
+    /// The ANN query of a user: with a format-3 model attached whose re-rank reads this
+    /// index's vector, its user encoder's vector (`encoder_query`); otherwise the
+    /// recency-weighted mean of the user's most recent item vectors (each normalised, weight
+    /// `RECENCY_DECAY^r`), normalised. `None` when no recent item has the vector.
     pub(super) fn history_query(
         &self,
         history: &StoredHistory,
         index: &AnnIndex,
     ) -> Result<Option<Vec<f32>>> {
+        if let Some(query) = self.encoder_query(history, index)? {
+            return Ok(Some(query));
+        }
         let recent = self.inner.config.ann.recent_items;
         let mut query = vec![0.0f32; index.dim];
         let mut used = 0usize;

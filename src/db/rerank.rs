@@ -6,8 +6,10 @@
 
 use super::generate::Prepared;
 use super::Db;
+use crate::ann::{normalize, AnnIndex};
 use crate::model::beam::Answer;
 use crate::model::Model;
+use crate::store::records::StoredHistory;
 use crate::store::{keys, records, TreeId};
 use crate::{Error, Result};
 
@@ -57,7 +59,8 @@ impl Db {
         }
         let mut histories = Vec::with_capacity(prepared.len());
         for p in prepared {
-            histories.push(self.recent_vectors(&p.history, &r.vector, dim, r.max_history)?);
+            let newest_first = p.history.iter().rev().copied();
+            histories.push(self.recent_vectors(newest_first, &r.vector, dim, r.max_history)?);
         }
         let views: Vec<Vec<&[f32]>> = histories
             .iter()
@@ -77,17 +80,67 @@ impl Db {
         Ok(())
     }
 
-    /// The stored vectors `name` of the last `max` items of `history` (oldest first) that have
-    /// one, oldest first.
+    /// The attached model's user vector for a stored `user`: its user encoder (format 3,
+    /// re-rank in use) over the stored vectors of the user's most recent history items, as the
+    /// re-rank and the ANN fallback compute it. `None` when the model has no re-rank in use,
+    /// the user has no history or none of its recent items has the vector;
+    /// [`Error::NoModel`] without a model.
+    pub fn user_vector(&self, user: &str) -> Result<Option<Vec<f32>>> {
+        super::validate::validate_key("user", user, &self.inner.config.limits)?;
+        let model = self.attached()?;
+        match StoredHistory::load(&self.inner.store, user.as_bytes())? {
+            Some(history) => self.encode_history(&model, &history),
+            None => Ok(None),
+        }
+    }
+
+    /// `model`'s user encoder over `history`'s most recent items that have the re-rank's
+    /// vector; `None` without a re-rank in use or without such an item.
+    fn encode_history(&self, model: &Model, history: &StoredHistory) -> Result<Option<Vec<f32>>> {
+        let Some((r, dim)) = model.rerank() else {
+            return Ok(None);
+        };
+        let newest_first = (0..history.len()).rev().map(|i| history.entry(i).item_id);
+        let recent = self.recent_vectors(newest_first, &r.vector, dim, r.max_history)?;
+        if recent.is_empty() {
+            return Ok(None);
+        }
+        let views = vec![recent.iter().map(Vec::as_slice).collect()];
+        Ok(model.user_vectors(&views)?.pop())
+    }
+
+    /// With an attached model whose re-rank reads `index`'s vector (format 3), the model's
+    /// user encoder over `history`'s most recent items that have that vector, normalised: the
+    /// query of the ANN fallback (measured better than a mean of item vectors,
+    /// docs/quality.md). `None` without such a model or without a recent vector.
+    pub(super) fn encoder_query(
+        &self,
+        history: &StoredHistory,
+        index: &AnnIndex,
+    ) -> Result<Option<Vec<f32>>> {
+        let Some(model) = self.inner.model.read().clone() else {
+            return Ok(None);
+        };
+        match model.rerank() {
+            Some((r, dim)) if r.vector == index.vector && dim == index.dim => {}
+            _ => return Ok(None),
+        }
+        Ok(self
+            .encode_history(&model, history)?
+            .and_then(|mut user| normalize(&mut user).then_some(user)))
+    }
+
+    /// The stored vectors `name` of the last `max` items (`newest_first`) that have one,
+    /// oldest first.
     fn recent_vectors(
         &self,
-        history: &[u64],
+        newest_first: impl Iterator<Item = u64>,
         name: &str,
         dim: usize,
         max: usize,
     ) -> Result<Vec<Vec<f32>>> {
-        let mut out = Vec::with_capacity(max.min(history.len()));
-        for &id in history.iter().rev() {
+        let mut out = Vec::with_capacity(max);
+        for id in newest_first {
             if out.len() == max {
                 break;
             }
