@@ -289,6 +289,14 @@ def run(args):
         if missing:
             raise SystemExit(f"{args.tokenization}: {len(missing)} items have no codes, e.g. {missing[:5]}")
         extra["rqvae"] = {"source": args.tokenization}
+        keys = set(tok_dict["items"]) <= set(ds.item_keys)
+        if tok_dict.get("codebooks") and tok_dict.get("vector") == "sasrec" and keys and not tkz.check_greedy(
+                tok_dict, {k: vecs[i] for i, k in enumerate(ds.item_keys)}):
+            log(f"WARNING: {args.tokenization}'s codebooks give other codes to this run's SASRec vectors "
+                "(SASRec is retrained and not bit-identical across runs): the bundle's items.jsonl will not match "
+                "its tokenization and `validate` will refuse it; give it the SASRec half of the tokenization's own "
+                "bundle with `python -m convergedb_train.swap_dense`")
+            extra["rqvae"]["vectors_match_codebooks"] = False
     else:
         C = codes_per_level(cfg["rqvae"]["codes"], ds.num_items)
         layers, cb, codes, rinfo = rqvae.train(vecs, text_emb, {**cfg["rqvae"], "codes": C,

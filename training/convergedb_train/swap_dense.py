@@ -53,12 +53,14 @@ def main():
         shutil.copyfile(os.path.join(a.dense_bundle, name), os.path.join(a.out, name))
         m["sha256"][name] = sha(os.path.join(a.out, name))
     ds = D.load(a.format, a.data, a.name)
+    t = m["training"]
+    if t["config"].get("max_users"):  # smoke configurations train on a prefix of the users
+        ds.user_keys, ds.histories = ds.user_keys[:t["config"]["max_users"]], ds.histories[:t["config"]["max_users"]]
     split = D.split_loo(ds.histories, m["prompt"]["max_history"])
     b = Bundle(a.out, verify=False)
     rank = {k: i for i, k in enumerate(ds.item_keys)}
     dim = len(next(iter(b.vector_of.values())))
     vecs = np.stack([b.vector_of.get(k, np.zeros(dim, np.float32)) for k in ds.item_keys])
-    t = m["training"]
     vs = valid_sample(split, t["config"]["lm"].get("valid_users", 1000))
     vh, vt = [split.valid_history[u] for u in vs], [split.valid_target[u] for u in vs]
     n = m["rerank"]["candidates"]
