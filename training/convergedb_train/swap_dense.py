@@ -78,7 +78,10 @@ def main():
                    "user_onnx_max_abs_diff": dm["training"]["rerank"]["user_onnx_max_abs_diff"]}
     t["sasrec"] = dm["training"]["sasrec"]
     t["dense_from"] = {"model_id": dm["model_id"], "why": __doc__.split("\n\n")[1].strip()}
+    with open(os.path.join(a.out, "manifest.json"), "w") as f:  # the weight the metrics below use
+        json.dump(m, f, indent=1)
     b = Bundle(a.out, verify=False)
+    assert b.rerank["weight"] == weight
     metrics = t["metrics_test"]
     for key in ("sasrec", "sasrec_exclude_history", "popularity"):
         metrics[key] = dm["training"]["metrics_test"][key]
