@@ -129,7 +129,7 @@ def matmul_flops(op, args):
         return 0, None
     if not a or not y:
         return 0, None
-    k = a[-1] if op != "Gemm" or args.get("transA", "0") == "0" else a[0]
+    k = a[-1]  # the profile records shapes, not Gemm's transA: the exported Gemms do not transpose A
     size = 1
     for d in y:
         size *= d

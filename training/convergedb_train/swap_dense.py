@@ -56,7 +56,7 @@ def main():
     t = m["training"]
     if t["config"].get("max_users"):  # smoke configurations train on a prefix of the users
         ds.user_keys, ds.histories = ds.user_keys[:t["config"]["max_users"]], ds.histories[:t["config"]["max_users"]]
-    split = D.split_loo(ds.histories, m["prompt"]["max_history"])
+    split = D.split_loo(ds.histories, t["config"]["max_history"])  # as the pipeline split it
     b = Bundle(a.out, verify=False)
     rank = {k: i for i, k in enumerate(ds.item_keys)}
     dim = len(next(iter(b.vector_of.values())))

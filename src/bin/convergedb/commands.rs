@@ -134,30 +134,7 @@ pub(crate) fn run(cli: Cli) -> CliResult {
             print_recommendation(&db, &r, started.elapsed(), json)?
         }
         Command::Latency { k, rounds } => latency(&db, k, rounds)?,
-        Command::Eval {
-            held_out,
-            model,
-            k,
-            sources,
-            beam,
-            no_rerank,
-            beam_alone,
-            users,
-            json,
-        } => crate::eval::run(
-            &db,
-            crate::eval::Args {
-                held_out,
-                model,
-                k,
-                sources,
-                beam,
-                no_rerank,
-                beam_alone,
-                users,
-                json,
-            },
-        )?,
+        Command::Eval(args) => crate::eval::run(&db, args)?,
         Command::Embed { name, dim, seed } => {
             let started = std::time::Instant::now();
             let n = db.embed_interactions(&name, dim, seed)?;

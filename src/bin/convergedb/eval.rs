@@ -9,15 +9,36 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::SourceArg;
 
+/// `convergedb eval`'s arguments.
+#[derive(clap::Args)]
 pub(crate) struct Args {
+    /// The held-out interactions (JSONL from `import --hold-out-last N --held-out FILE`).
     pub held_out: PathBuf,
+    /// Attach this model bundle first (else the attached one is used; without any, the
+    /// model source is skipped).
+    #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
+    /// The cut-off K.
+    #[arg(short, long, default_value_t = 10)]
     pub k: usize,
+    /// Sources to measure, comma-separated (default: model, popularity, and ann when an
+    /// ANN index exists).
+    #[arg(long, value_enum, value_delimiter = ',')]
     pub sources: Vec<SourceArg>,
+    /// Beams kept per semantic-ID level.
+    #[arg(long, default_value_t = 20)]
     pub beam: usize,
+    /// Serve a format-3 bundle's beam search without its hybrid re-rank.
+    #[arg(long)]
     pub no_rerank: bool,
+    /// Also measure the model's beam search alone (a format-3 bundle without its re-rank).
+    #[arg(long)]
     pub beam_alone: bool,
+    /// At most this many users (the first by key).
+    #[arg(long, value_name = "N")]
     pub users: Option<usize>,
+    /// Print the report as JSON.
+    #[arg(long)]
     pub json: bool,
 }
 

@@ -265,36 +265,7 @@ enum Command {
     /// Quality through the database: Recall@K and NDCG@K of each source for every user of a
     /// held-out file (the first held-out interaction of a user is the target; import with
     /// `--hold-out-last 1` for the test split), with and without the history excluded.
-    Eval {
-        /// The held-out interactions (JSONL from `import --hold-out-last N --held-out FILE`).
-        held_out: PathBuf,
-        /// Attach this model bundle first (else the attached one is used; without any, the
-        /// model source is skipped).
-        #[arg(long, value_name = "DIR")]
-        model: Option<PathBuf>,
-        /// The cut-off K.
-        #[arg(short, long, default_value_t = 10)]
-        k: usize,
-        /// Sources to measure, comma-separated (default: model, popularity, and ann when an
-        /// ANN index exists).
-        #[arg(long, value_enum, value_delimiter = ',')]
-        sources: Vec<SourceArg>,
-        /// Beams kept per semantic-ID level.
-        #[arg(long, default_value_t = 20)]
-        beam: usize,
-        /// Serve a format-3 bundle's beam search without its hybrid re-rank.
-        #[arg(long)]
-        no_rerank: bool,
-        /// Also measure the model's beam search alone (a format-3 bundle without its re-rank).
-        #[arg(long)]
-        beam_alone: bool,
-        /// At most this many users (the first by key).
-        #[arg(long, value_name = "N")]
-        users: Option<usize>,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Eval(eval::Args),
     /// Time `recommend` over every user (warm cache): p50, p99 and mean latency.
     Latency {
         /// How many items per call.
