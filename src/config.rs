@@ -56,6 +56,7 @@ pub struct Config {
     pub(crate) refresh: RefreshParams,
     pub(crate) history_chunk: usize,
     pub(crate) accept_lost_writes: bool,
+    pub(crate) cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// Entries per frozen history chunk in a new database (`Config::history_chunk_entries`).
@@ -110,6 +111,7 @@ impl Config {
             refresh: RefreshParams::default(),
             history_chunk: DEFAULT_HISTORY_CHUNK,
             accept_lost_writes: false,
+            cluster: None,
         }
     }
 
@@ -262,6 +264,16 @@ impl Config {
     /// Items kept in each cached list (default 20).
     pub fn cache_k(mut self, k: usize) -> Self {
         self.refresh.cache_k = k;
+        self
+    }
+
+    /// Keeps the per-user tier (histories, cached lists, the refresh queue) in a Redis
+    /// Cluster instead of this directory, which still holds the catalog, semantic-ID codes,
+    /// ANN indexes and the model attachment (docs/cluster.md). The cluster's history limit is
+    /// this configuration's `history_limit`; its durability is `cluster.durability` (Sync: a
+    /// record returns once a replica holds it). Default: none (everything local).
+    pub fn cluster(mut self, cluster: crate::cluster::ClusterConfig) -> Self {
+        self.cluster = Some(cluster);
         self
     }
 

@@ -41,7 +41,9 @@ mod store;
 
 pub use ann::{AnnInfo, AnnOrigin, AnnParams};
 pub use config::{Config, Durability};
-pub use db::{CheckReport, ClusterBatch, Db, Prompt, Stats, TokenizeProgress};
+pub use db::{
+    consumer_id, CheckReport, ClusterBatch, ClusterWorker, Db, Prompt, Stats, TokenizeProgress,
+};
 pub use error::{Error, Result};
 pub use interaction::{History, HistoryEntry, Interaction};
 pub use item::Item;

@@ -47,12 +47,12 @@ return v
 "#;
 
 /// A serving read in one round trip: version, nonce, pending marker, the cached list and the
-/// nonce it was stamped with, and the newest `tail` history entries. KEYS: history, meta.
-/// ARGV: tail. Absent fields are empty strings.
+/// nonce it was stamped with, the newest `tail` history entries, and the recorded count.
+/// KEYS: history, meta. ARGV: tail. Absent fields are empty strings.
 pub(crate) const READ: &str = r#"
-local f = redis.call('HMGET', KEYS[2], 'v', 'n', 'p', 'l', 'ln', 'park')
+local f = redis.call('HMGET', KEYS[2], 'v', 'n', 'p', 'l', 'ln', 'park', 'r')
 local t = redis.call('GETRANGE', KEYS[1], -tonumber(ARGV[1]) * 24, -1)
-return {f[1] or '', f[2] or '', f[3] or '', f[4] or '', f[5] or '', f[6] or '', t}
+return {f[1] or '', f[2] or '', f[3] or '', f[4] or '', f[5] or '', f[6] or '', t, f[7] or ''}
 "#;
 
 /// The compare-and-swap list write: stores the list only if the history's version and stamp
@@ -89,4 +89,31 @@ if not f[1] or f[3] then return '' end
 if tonumber(f[2] or '0') > tonumber(ARGV[1]) then return '' end
 redis.call('HSET', KEYS[1], 'pt', ARGV[2])
 return f[1]
+"#;
+
+/// Asks for a refresh of a user that has a history (a read found its list outdated by a model
+/// or tokenization change, or `Db::refresh` named it): sets the pending marker to ARGV[1]
+/// unless one is set, and unparks. KEYS: meta. ARGV: seq, now_ms. Returns the pending seq to
+/// notify, or an empty string for a user without a history.
+pub(crate) const REQUEST: &str = r#"
+if redis.call('HEXISTS', KEYS[1], 'v') == 0 then return '' end
+local p = redis.call('HGET', KEYS[1], 'p')
+if not p then
+  p = ARGV[1]
+  redis.call('HSET', KEYS[1], 'p', p, 'pt', ARGV[2])
+end
+redis.call('HDEL', KEYS[1], 'park')
+return p
+"#;
+
+/// Interns an interaction kind: its code in the namespace's kind table (1-based, in order of
+/// first use), adding it unless the table already holds `ARGV[2]` kinds. KEYS: the table (a
+/// hash, name -> code). ARGV: name, max. Returns the code, or 0 when the table is full.
+pub(crate) const KIND: &str = r#"
+local c = redis.call('HGET', KEYS[1], ARGV[1])
+if c then return tonumber(c) end
+local n = redis.call('HLEN', KEYS[1])
+if n >= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], n + 1)
+return n + 1
 "#;

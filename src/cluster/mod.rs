@@ -14,6 +14,7 @@
 //! library-level tier, tested on a real cluster in `tests/cluster.rs`); see docs/cluster.md.
 
 mod entry;
+mod kinds;
 mod lua;
 mod queue;
 
@@ -127,6 +128,8 @@ pub struct UserHistory {
     pub nonce: u64,
     /// The pending refresh seq, if any.
     pub pending: Option<u64>,
+    /// Interactions ever recorded (including those the history limit dropped).
+    pub recorded: u64,
     /// Entries, oldest first, at most `history_limit`.
     pub entries: Vec<ClusterEntry>,
 }
@@ -145,6 +148,9 @@ pub struct ClusterTier {
     write_list: Script,
     park: Script,
     renotify: Script,
+    request: Script,
+    kind: Script,
+    kinds: parking_lot::RwLock<kinds::KindCache>,
 }
 
 impl std::fmt::Debug for ClusterTier {
@@ -195,6 +201,9 @@ impl ClusterTier {
             write_list: Script::new(lua::WRITE_LIST),
             park: Script::new(lua::PARK),
             renotify: Script::new(lua::RENOTIFY),
+            request: Script::new(lua::REQUEST),
+            kind: Script::new(lua::KIND),
+            kinds: Default::default(),
         };
         tier.create_groups()?;
         Ok(tier)
@@ -296,9 +305,10 @@ impl ClusterTier {
             .map_err(err("reading a user"))?;
         // Only a connection whose call succeeded goes back (a failed one may be mid-reply).
         self.readers.lock().push(reader);
-        let [v, n, p, l, ln, park, t]: [Vec<u8>; 7] = reply.try_into().map_err(|r: Vec<_>| {
-            Error::Cluster(format!("read replied {} fields, not 7", r.len()))
-        })?;
+        let [v, n, p, l, ln, park, t, _]: [Vec<u8>; 8] =
+            reply.try_into().map_err(|r: Vec<_>| {
+                Error::Cluster(format!("read replied {} fields, not 8", r.len()))
+            })?;
         let version = num(user, "v", &v)?.unwrap_or(0);
         let nonce = num(user, "n", &n)?.unwrap_or(0);
         let list_nonce = num(user, "ln", &ln)?;
@@ -329,9 +339,9 @@ impl ClusterTier {
                     .invoke_async(&mut self.conn()),
             )
             .map_err(err("reading a history"))?;
-        if reply.len() != 7 {
+        if reply.len() != 8 {
             return Err(Error::Cluster(format!(
-                "read replied {} fields, not 7",
+                "read replied {} fields, not 8",
                 reply.len()
             )));
         }
@@ -342,6 +352,7 @@ impl ClusterTier {
             version,
             nonce: num(user, "n", &reply[1])?.unwrap_or(0),
             pending: num(user, "p", &reply[2])?,
+            recorded: num(user, "r", &reply[7])?.unwrap_or(0),
             entries: entry::decode_all(user, &reply[6])?,
         }))
     }
@@ -370,6 +381,28 @@ impl ClusterTier {
             )
             .map_err(err("writing a list"))?;
         Ok(out > 0)
+    }
+
+    /// Asks for a refresh of `user` (urgent: read first by the workers): sets the pending
+    /// marker unless one is set and notifies the queue. Returns false for a user without a
+    /// history (nothing to refresh).
+    pub fn request_refresh(&self, user: &str, urgent: bool) -> Result<bool> {
+        let m = self.user_key(user, "m");
+        let seq: String = self
+            .run(
+                self.request
+                    .key(&m)
+                    .arg(rand::random::<u64>().max(1))
+                    .arg(crate::db::now_ms())
+                    .invoke_async(&mut self.conn()),
+            )
+            .map_err(err("requesting a refresh"))?;
+        if seq.is_empty() {
+            return Ok(false);
+        }
+        let seq = num(user, "p", seq.as_bytes())?.unwrap_or(0);
+        self.notify(user, seq, urgent)?;
+        Ok(true)
     }
 
     /// Deletes every key of `user` (tests and tools; not atomic with concurrent writers).

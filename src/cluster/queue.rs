@@ -289,6 +289,42 @@ impl ClusterTier {
         Ok(removed)
     }
 
+    /// Whether every queue entry was delivered and acknowledged (nothing for a worker to do,
+    /// nothing in flight). A marker whose notification was lost is not seen here (the sweep
+    /// finds it).
+    pub fn queue_idle(&self) -> Result<bool> {
+        for key in self.all_streams() {
+            let mut cmd = redis::cmd("XINFO");
+            cmd.arg("STREAM").arg(&key);
+            let info: HashMap<String, Value> = self
+                .run(cmd.query_async(&mut self.conn()))
+                .map_err(err("reading the queue's stream"))?;
+            let last: Option<String> = info
+                .get("last-generated-id")
+                .and_then(|v| redis::from_redis_value(v.clone()).ok());
+            let mut cmd = redis::cmd("XPENDING");
+            cmd.arg(&key).arg(GROUP);
+            let summary: Value = self
+                .run(cmd.query_async(&mut self.conn()))
+                .map_err(err("reading the queue's pending summary"))?;
+            let pending: u64 = match summary {
+                Value::Array(v) if !v.is_empty() => {
+                    redis::from_redis_value(v[0].clone()).unwrap_or(0)
+                }
+                other => return Err(Error::Cluster(format!("XPENDING replied {other:?}"))),
+            };
+            let delivered = self.last_delivered(&key)?;
+            let undelivered = match last.as_deref() {
+                None | Some("0-0") => false,
+                Some(last) => delivered.as_deref() != Some(last),
+            };
+            if pending > 0 || undelivered {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     fn last_delivered(&self, key: &str) -> Result<Option<String>> {
         let mut cmd = redis::cmd("XINFO");
         cmd.arg("GROUPS").arg(key);

@@ -4,7 +4,6 @@
 use super::read::Seen;
 use super::validate::{validate_k, validate_key};
 use super::Db;
-use crate::store::records::StoredHistory;
 use crate::{Error, Result, ScoredItem, Source};
 
 impl Db {
@@ -41,8 +40,8 @@ impl Db {
                 };
                 let mut out = Vec::with_capacity(users.len());
                 for user in users {
-                    let history = StoredHistory::load(&self.inner.store, user.as_bytes())?;
-                    let seen = Seen::new(history.as_ref().filter(|_| exclude_history));
+                    let history = self.load_history_ids(user)?.map(|(_, ids)| ids);
+                    let seen = Seen::new(history.as_deref().filter(|_| exclude_history));
                     let seen = |id: u64| seen.contains(id);
                     out.push(match &index {
                         None => self.popular(k, &seen),
@@ -54,7 +53,7 @@ impl Db {
                         {
                             Some(query) => {
                                 let excluded = if exclude_history {
-                                    history.as_ref().map_or(0, StoredHistory::len)
+                                    history.as_ref().map_or(0, Vec::len)
                                 } else {
                                     0
                                 };

@@ -16,6 +16,11 @@ impl Db {
     /// number of items written.
     pub fn embed_interactions(&self, name: &str, dim: usize, seed: u64) -> Result<u64> {
         self.inner.poison.check()?;
+        if self.cluster().is_some() {
+            return Err(super::interactions::unsupported_on_cluster(
+                "embed_interactions",
+            ));
+        }
         let max = self.limits().max_vector_dim;
         if dim == 0 || dim > max {
             return Err(Error::InvalidArgument(format!(

@@ -14,7 +14,7 @@ use crate::derived::Effects;
 use crate::model::beam::{Answer, Request};
 use crate::model::{Model, ModelInfo, ModelOptions};
 use crate::sid::Trie;
-use crate::store::records::{self, StoredHistory};
+use crate::store::records;
 use crate::store::{keys, TreeId};
 use crate::{Error, ListStamps, Recommendation, Result, ScoredItem, Source};
 
@@ -243,10 +243,7 @@ impl Db {
     }
 
     fn history_ids(&self, user: &str) -> Result<(u64, Vec<u64>)> {
-        let Some(h) = StoredHistory::load(&self.inner.store, user.as_bytes())? else {
-            return Ok((0, Vec::new()));
-        };
-        Ok((h.version(), h.item_ids()))
+        Ok(self.load_history_ids(user)?.unwrap_or_default())
     }
 
     /// Codes of the last `max` items of `ids` that have codes, oldest first. Reads from the

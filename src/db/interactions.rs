@@ -33,6 +33,9 @@ impl Db {
     /// for all the batches waiting at that moment (each still all-or-nothing on its own, and
     /// applied in arrival order). Every call returns after its own batch is durable.
     pub fn record_interactions(&self, events: &[Interaction]) -> Result<()> {
+        if let Some(tier) = self.cluster() {
+            return self.record_to_cluster(tier, events);
+        }
         validate_interactions(events, &self.inner.config.limits)?;
         self.inner.poison.check()?;
         let mut arrival = self.inner.durable.arrive();
@@ -359,14 +362,32 @@ impl Db {
         .map(|((), seq)| seq)
     }
 
-    /// Every user with a history, in key order (a scan of the histories tree's keys).
+    /// Every user with a history, in key order (a scan of the histories tree's keys). With a
+    /// cluster tier ([`crate::Config::cluster`]) the only item is an error: the cluster's
+    /// users are not listed through a node.
     pub fn users(&self) -> impl Iterator<Item = Result<String>> + '_ {
-        self.inner
-            .store
-            .tree(TreeId::Histories)
-            .iter()
-            .keys()
-            .map(|k| keys::parse_text("histories", &k?))
+        let refused = self
+            .cluster()
+            .map(|_| Err(unsupported_on_cluster("listing users")));
+        refused.into_iter().chain(
+            self.inner
+                .store
+                .tree(TreeId::Histories)
+                .iter()
+                .keys()
+                .map(|k| keys::parse_text("histories", &k?))
+                .filter(|_| self.cluster().is_none()),
+        )
+    }
+
+    /// The history of `user` from whichever tier holds it: (version, item ids oldest first),
+    /// `None` for a user never recorded.
+    pub(super) fn load_history_ids(&self, user: &str) -> Result<Option<(u64, Vec<u64>)>> {
+        if let Some(tier) = self.cluster() {
+            return self.cluster_history_ids(tier, user);
+        }
+        Ok(StoredHistory::load(&self.inner.store, user.as_bytes())?
+            .map(|h| (h.version(), h.item_ids())))
     }
 
     /// The user's history, oldest first.
@@ -375,6 +396,9 @@ impl Db {
     pub fn history(&self, user: &str) -> Result<History> {
         validate_key("user", user, &self.inner.config.limits)?;
         self.inner.poison.check()?;
+        if let Some(tier) = self.cluster() {
+            return self.history_from_cluster(tier, user);
+        }
         let Some(rec) = StoredHistory::load(&self.inner.store, user.as_bytes())? else {
             return Err(Error::UnknownUser {
                 key: user.to_string(),
@@ -409,6 +433,14 @@ impl Db {
             entries,
         })
     }
+}
+
+/// The error of a per-user call the cluster tier does not offer through a node.
+pub(super) fn unsupported_on_cluster(what: &str) -> Error {
+    Error::InvalidArgument(format!(
+        "{what} is not available when the per-user tier is a Redis Cluster (Config::cluster): \
+         it reads every history, which the cluster holds, not this node"
+    ))
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ mod by_source;
 mod check;
 mod check_values;
 mod cluster_tier;
+mod cluster_worker;
 mod embed;
 mod flusher;
 mod generate;
@@ -34,6 +35,7 @@ mod validate;
 
 pub use check::CheckReport;
 pub use cluster_tier::ClusterBatch;
+pub use cluster_worker::{consumer_id, ClusterWorker};
 pub use generate::Prompt;
 pub(crate) use refresh::now_ms;
 pub use sid::TokenizeProgress;
@@ -81,6 +83,9 @@ struct Inner {
     durable: group_commit::DurableGate,
     /// When the last completed flush started: the Buffered loss bound (`flusher.rs`).
     flush_clock: flusher::FlushClock,
+    /// The per-user tier when it lives in a Redis Cluster (`Config::cluster`); `None`: in the
+    /// local store (`cluster_tier.rs` routes every per-user call).
+    cluster: Option<crate::cluster::ClusterTier>,
 }
 
 impl std::fmt::Debug for Db {
@@ -98,6 +103,14 @@ impl Db {
         let store = open_store(&config)?;
         let derived = Derived::load(&store)?;
         let (stale, first_seq) = load_stale(&store)?;
+        let cluster = match &config.cluster {
+            Some(c) => {
+                let mut c = c.clone();
+                c.history_limit = config.limits.history_limit;
+                Some(crate::cluster::ClusterTier::connect(c)?)
+            }
+            None => None,
+        };
         let refresh = Arc::new(Refresh::new(config.refresh.clone(), first_seq));
         refresh.queue.push(stale, false);
         if derived.model_id.is_some() {
@@ -117,6 +130,7 @@ impl Db {
                 group: Default::default(),
                 durable: Default::default(),
                 flush_clock: flusher::FlushClock::new(),
+                cluster,
             }),
         };
         db.declare_vectors()?;

@@ -40,14 +40,16 @@ fn set_item(items: &mut Vec<ScoredItem>, n: usize, key: &str, item_id: u64, scor
 
 /// "Is this item in the history": short histories are scanned in place, long ones sorted once.
 pub(super) struct Seen<'a> {
-    history: Option<&'a StoredHistory>,
+    history: &'a [u64],
     sorted: Option<Vec<u64>>,
 }
 
 impl<'a> Seen<'a> {
-    pub(super) fn new(history: Option<&'a StoredHistory>) -> Self {
-        let sorted = history.filter(|h| h.len() > SCAN_LIMIT).map(|h| {
-            let mut ids = h.item_ids();
+    /// Over a history's item ids (`None`: nothing seen).
+    pub(super) fn new(history: Option<&'a [u64]>) -> Self {
+        let history = history.unwrap_or(&[]);
+        let sorted = (history.len() > SCAN_LIMIT).then(|| {
+            let mut ids = history.to_vec();
             ids.sort_unstable();
             ids
         });
@@ -55,12 +57,22 @@ impl<'a> Seen<'a> {
     }
 
     pub(super) fn contains(&self, id: u64) -> bool {
-        match (&self.sorted, self.history) {
-            (Some(ids), _) => ids.binary_search(&id).is_ok(),
-            (None, Some(h)) => h.contains(id),
-            (None, None) => false,
+        match &self.sorted {
+            Some(ids) => ids.binary_search(&id).is_ok(),
+            None => self.history.contains(&id),
         }
     }
+}
+
+/// What the per-user tier says about the history a cached list must match.
+pub(super) struct Freshness<'a> {
+    /// The history's version now (`None`: the user has no history).
+    pub version: Option<u64>,
+    /// Whether an item is among the history's newest entries.
+    pub in_tail: &'a dyn Fn(u64) -> bool,
+    /// Not current for a reason only the tier knows (queued for a refresh; on the cluster, a
+    /// pending marker or a list computed under another stamp nonce).
+    pub stale: bool,
 }
 
 /// Which source answers a `recommend` call.
@@ -101,27 +113,69 @@ impl Db {
         validate_k(k, limits)?;
         validate_key("user", user, limits)?;
         self.inner.poison.check()?;
+        if let Some(tier) = self.cluster() {
+            return self.recommend_cluster(tier, user, k, out);
+        }
         // Membership first, then the list: a user leaves the queue only after a list at least
         // as new as every acknowledged history write is stored, so this order never serves an
         // outdated list as current.
         let queued = self.inner.refresh.queue.contains(user);
         if let Some(bytes) = self.inner.store.get(TreeId::Topk, user.as_bytes())? {
             let view = TopkView::parse(user.as_bytes(), &bytes)?;
-            if self.answer_from_cache(user, &view, k, queued, out)? {
+            // The history's head, always (one get): its version and its tail (the newest
+            // entries, fewer than one chunk); the whole history only when the list is not
+            // current, so a cached answer never reads chunks.
+            let head_bytes = self.inner.store.get(TreeId::Histories, user.as_bytes())?;
+            let head = head_bytes
+                .as_ref()
+                .map(|b| HistoryView::parse(user.as_bytes(), b))
+                .transpose()?;
+            let tail = head.as_ref().map(HistoryView::tail);
+            let in_tail = |id: u64| tail.as_ref().is_some_and(|t| t.contains(id));
+            let fresh = Freshness {
+                version: head.as_ref().map(HistoryView::version),
+                in_tail: &in_tail,
+                stale: queued,
+            };
+            let whole = || {
+                head_bytes
+                    .clone()
+                    .map(|b| {
+                        StoredHistory::from_head(&self.inner.store, user.as_bytes(), b)
+                            .map(|h| h.item_ids())
+                    })
+                    .transpose()
+            };
+            let requeue = || self.queue_from_read(user);
+            if self.answer_from_cache(user, &view, k, &fresh, whole, requeue, out)? {
                 return Ok(());
             }
         }
-        let history = StoredHistory::load(&self.inner.store, user.as_bytes())?;
-        if history.as_ref().is_some_and(|h| h.len() > 0) {
+        let history = StoredHistory::load(&self.inner.store, user.as_bytes())?
+            .map(|h| (h.version(), h.item_ids()));
+        if history.as_ref().is_some_and(|(_, ids)| !ids.is_empty()) {
             self.queue_from_read(user);
         }
-        let history_version = history.as_ref().map_or(0, StoredHistory::version);
-        let seen = Seen::new(history.as_ref());
+        self.answer_from_fallback(user, k, history, out)
+    }
+
+    /// Answers a user without a usable cached list from the ANN index or the popularity
+    /// ranking (`history`: its version and item ids, oldest first), into `out`.
+    pub(super) fn answer_from_fallback(
+        &self,
+        user: &str,
+        k: usize,
+        history: Option<(u64, Vec<u64>)>,
+        out: &mut Recommendation,
+    ) -> Result<()> {
+        let history_version = history.as_ref().map_or(0, |(v, _)| *v);
+        let ids = history.as_ref().map(|(_, ids)| ids.as_slice());
+        let seen = Seen::new(ids);
         let seen = |id: u64| seen.contains(id);
-        let (source, items) = match self.route(history.as_ref())? {
+        let (source, items) = match self.route(ids)? {
             Route::Ann(index, query) => {
                 let ef = self.inner.config.ann.ef_search;
-                let excluded = history.as_ref().map_or(0, StoredHistory::len);
+                let excluded = ids.map_or(0, <[u64]>::len);
                 let hits = index.search(&query, k, ef, &seen, excluded);
                 (Source::Ann, self.name_hits(hits))
             }
@@ -138,14 +192,21 @@ impl Db {
         Ok(())
     }
 
-    /// Answers from a cached list into `out`; false when it has no item left to serve (the
-    /// caller falls back to the other sources).
-    fn answer_from_cache(
+    /// Answers from a cached list into `out` (both tiers): current only when it was computed
+    /// by this node's model and tokenization from the history `fresh` describes; never an item
+    /// of the history (the tail in place on every answer, the `whole` history only for a list
+    /// that is not current); `requeue` runs for a list that is not current. False when it has
+    /// no item left to serve (the caller falls back to the other sources). A current-looking
+    /// list holding an older history item is damage `check()` reports (V4).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn answer_from_cache(
         &self,
         user: &str,
         view: &TopkView<'_>,
         k: usize,
-        queued: bool,
+        fresh: &Freshness<'_>,
+        whole: impl FnOnce() -> Result<Option<Vec<u64>>>,
+        requeue: impl FnOnce(),
         out: &mut Recommendation,
     ) -> Result<bool> {
         let mut n = 0;
@@ -169,31 +230,17 @@ impl Db {
                 && derived.sid_version() == Some(view.sid_version())
         };
         out.items.truncate(n);
-        // The history's head, always (one get): a list is current only for the history version
-        // it was computed from, and never holds an item of the history (it is generated
-        // without them, so one there means an outdated or damaged list). The head's tail (the
-        // newest entries, fewer than one chunk) is checked in place on every answer; the whole
-        // history only when the list is not current, so a cached answer never reads chunks.
-        // A current-looking list holding an older history item is damage `check()` reports (V4).
-        let mut seen_in_history = false;
-        let mut outdated = false;
-        let head_bytes = self.inner.store.get(TreeId::Histories, user.as_bytes())?;
-        if let Some(b) = &head_bytes {
-            let head = HistoryView::parse(user.as_bytes(), b)?;
-            outdated = head.version() != view.history_version();
-            let tail = head.tail();
-            let before = out.items.len();
-            out.items.retain(|it| !tail.contains(it.item_id));
-            seen_in_history = out.items.len() != before;
-        }
-        let stale = dead || !current || queued || outdated || seen_in_history;
+        let outdated = fresh.version.is_some_and(|v| v != view.history_version());
+        let before = out.items.len();
+        out.items.retain(|it| !(fresh.in_tail)(it.item_id));
+        let seen_in_history = out.items.len() != before;
+        let stale = dead || !current || fresh.stale || outdated || seen_in_history;
         if stale {
-            if let Some(b) = head_bytes {
-                let h = StoredHistory::from_head(&self.inner.store, user.as_bytes(), b)?;
-                let seen = Seen::new(Some(&h));
+            if let Some(ids) = whole()? {
+                let seen = Seen::new(Some(&ids));
                 out.items.retain(|it| !seen.contains(it.item_id));
             }
-            self.queue_from_read(user);
+            requeue();
         }
         if out.items.is_empty() {
             return Ok(false);
@@ -236,7 +283,7 @@ impl Db {
     }
 
     /// Decides the source for a user with `history`.
-    fn route(&self, history: Option<&StoredHistory>) -> Result<Route> {
+    fn route(&self, history: Option<&[u64]>) -> Result<Route> {
         let Some(history) = history else {
             return Ok(Route::Popularity);
         };
@@ -271,7 +318,7 @@ impl Db {
     /// `RECENCY_DECAY^r`), normalised. `None` when no recent item has the vector.
     pub(super) fn history_query(
         &self,
-        history: &StoredHistory,
+        history: &[u64],
         index: &AnnIndex,
     ) -> Result<Option<Vec<f32>>> {
         if let Some(query) = self.encoder_query(history, index)? {
@@ -281,8 +328,7 @@ impl Db {
         let mut query = vec![0.0f32; index.dim];
         let mut used = 0usize;
         let mut weight = 1.0f32;
-        for i in (0..history.len()).rev().take(recent) {
-            let id = history.entry(i).item_id;
+        for &id in history.iter().rev().take(recent) {
             let key = keys::vector(id, &index.vector);
             if let Some(bytes) = self.inner.store.get(TreeId::Vectors, &key)? {
                 let mut v = records::decode_vector(&key, &bytes, index.dim)?;

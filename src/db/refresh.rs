@@ -44,6 +44,16 @@ impl Db {
         for u in users {
             validate_key("user", u, limits)?;
         }
+        if let Some(tier) = self.cluster() {
+            // Each user's marker is set on its own (users live in different slots): users
+            // before an unknown one stay queued, which costs one refresh each.
+            for u in users {
+                if !tier.request_refresh(u, false)? {
+                    return Err(Error::UnknownUser { key: u.to_string() });
+                }
+            }
+            return Ok(());
+        }
         for chunk in users.chunks(ENQUEUE_CHUNK) {
             let base = self.inner.refresh.queue.reserve_seqs(chunk.len());
             self.write(&[TreeId::Histories, TreeId::Stale], |tx, _| {
@@ -78,6 +88,9 @@ impl Db {
     pub fn refresh_now(&self, user: &str) -> Result<Recommendation> {
         validate_key("user", user, &self.inner.config.limits)?;
         self.inner.poison.check()?;
+        if let Some(tier) = self.cluster() {
+            return self.refresh_now_cluster(tier, user);
+        }
         if self
             .inner
             .store
@@ -123,6 +136,9 @@ impl Db {
 
     /// [`Db::wait_idle`] for at most `timeout`: `Ok(true)` when idle, `Ok(false)` on timeout.
     pub fn wait_idle_timeout(&self, timeout: Duration) -> Result<bool> {
+        if let Some(tier) = self.cluster() {
+            return self.wait_idle_cluster(tier, timeout);
+        }
         let started = Instant::now();
         let refresh = &self.inner.refresh;
         loop {
@@ -376,7 +392,7 @@ impl Db {
     }
 
     /// A written list as an answer (for `refresh_now`).
-    fn list_answer(&self, user: &str, rec: &TopkRecord) -> Recommendation {
+    pub(super) fn list_answer(&self, user: &str, rec: &TopkRecord) -> Recommendation {
         let items = self.name_live(rec.items.iter().map(|&(id, s)| (id, f64::from(s))));
         Recommendation {
             user: user.to_string(),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crossbeam::channel::{bounded, Receiver, Sender};
 
-use super::{Db, Inner};
+use super::{ClusterWorker, Db, Inner};
 use crate::refresh::Refresh;
 
 type Batch = Vec<(Arc<str>, u64)>;
@@ -22,6 +22,9 @@ pub(super) fn start(db: &Db) -> std::io::Result<()> {
     let workers = refresh.params.workers;
     if workers == 0 {
         return Ok(());
+    }
+    if db.cluster().is_some() {
+        return start_cluster(db, &refresh, workers);
     }
     let (tx, rx) = bounded::<Batch>(workers);
     for i in 0..workers {
@@ -36,6 +39,44 @@ pub(super) fn start(db: &Db) -> std::io::Result<()> {
         .name("convergedb-dispatch".into())
         .spawn(move || dispatcher(weak, shared, tx))?;
     refresh.add_thread(t);
+    Ok(())
+}
+
+/// With a cluster tier: `workers` threads, each a consumer of the cluster's queue
+/// (`cluster_worker.rs`) beside any worker processes on other hosts.
+fn start_cluster(db: &Db, refresh: &Arc<Refresh>, workers: usize) -> std::io::Result<()> {
+    let id = super::cluster_worker::consumer_id();
+    for i in 0..workers {
+        let (weak, shared) = (Arc::downgrade(&db.inner), Arc::clone(refresh));
+        let mut worker = ClusterWorker::new(format!("{id}-{i}"), shared.params.max_batch);
+        let t = std::thread::Builder::new()
+            .name(format!("convergedb-cluster-refresh-{i}"))
+            .spawn(move || {
+                while !shared.is_shutdown() {
+                    let Some(db) = upgrade(&weak) else { break };
+                    let ready = db.attached().is_ok();
+                    let step = if ready {
+                        db.cluster_worker_step(&mut worker)
+                    } else {
+                        Ok(None)
+                    };
+                    drop(db);
+                    match step {
+                        Ok(Some(_)) => {}
+                        // Nothing to do, no model yet, or a cluster error (a failover): what
+                        // was taken stays pending and is claimed again.
+                        Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                        Err(e) => {
+                            shared
+                                .counters
+                                .outcome(&crate::refresh::Outcome::Failed(e.to_string()), None);
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                    }
+                }
+            })?;
+        refresh.add_thread(t);
+    }
     Ok(())
 }
 

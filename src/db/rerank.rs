@@ -9,7 +9,6 @@ use super::Db;
 use crate::ann::{normalize, AnnIndex};
 use crate::model::beam::Answer;
 use crate::model::Model;
-use crate::store::records::StoredHistory;
 use crate::store::{keys, records, TreeId};
 use crate::{Error, Result};
 
@@ -88,19 +87,19 @@ impl Db {
     pub fn user_vector(&self, user: &str) -> Result<Option<Vec<f32>>> {
         super::validate::validate_key("user", user, &self.inner.config.limits)?;
         let model = self.attached()?;
-        match StoredHistory::load(&self.inner.store, user.as_bytes())? {
-            Some(history) => self.encode_history(&model, &history),
+        match self.load_history_ids(user)? {
+            Some((_, ids)) => self.encode_history(&model, &ids),
             None => Ok(None),
         }
     }
 
     /// `model`'s user encoder over `history`'s most recent items that have the re-rank's
     /// vector; `None` without a re-rank in use or without such an item.
-    fn encode_history(&self, model: &Model, history: &StoredHistory) -> Result<Option<Vec<f32>>> {
+    fn encode_history(&self, model: &Model, history: &[u64]) -> Result<Option<Vec<f32>>> {
         let Some((r, dim)) = model.rerank() else {
             return Ok(None);
         };
-        let newest_first = (0..history.len()).rev().map(|i| history.entry(i).item_id);
+        let newest_first = history.iter().rev().copied();
         let recent = self.recent_vectors(newest_first, &r.vector, dim, r.max_history)?;
         if recent.is_empty() {
             return Ok(None);
@@ -115,7 +114,7 @@ impl Db {
     /// docs/quality.md). `None` without such a model or without a recent vector.
     pub(super) fn encoder_query(
         &self,
-        history: &StoredHistory,
+        history: &[u64],
         index: &AnnIndex,
     ) -> Result<Option<Vec<f32>>> {
         let Some(model) = self.inner.model.read().clone() else {

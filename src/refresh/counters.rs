@@ -32,6 +32,15 @@ impl Counters {
             .fetch_add(users as u64, Ordering::Relaxed);
     }
 
+    /// A cluster refresh batch's outcomes (`Db::refresh_cluster_batch`).
+    pub(crate) fn cluster_batch(&self, b: &crate::ClusterBatch, users: usize) {
+        self.batch(users);
+        self.written.fetch_add(b.written as u64, Ordering::Relaxed);
+        self.conflicts
+            .fetch_add(b.conflicts as u64, Ordering::Relaxed);
+        self.failures.fetch_add(b.failed as u64, Ordering::Relaxed);
+    }
+
     pub(crate) fn outcome(&self, outcome: &Outcome, lag: Option<Duration>) {
         match outcome {
             Outcome::Written => {

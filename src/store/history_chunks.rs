@@ -127,6 +127,7 @@ impl StoredHistory {
     }
 
     /// Entry `i` (0 = oldest retained).
+    #[cfg(test)]
     pub(crate) fn entry(&self, i: usize) -> EntryRecord {
         let at = i + self.skip;
         let c = at / self.chunk;

@@ -27,12 +27,25 @@ pub(crate) fn run(cli: Cli) -> CliResult {
         Command::Stream { workers, .. } => *workers,
         _ => 0,
     };
-    let db = Config::new(&path)
+    let mut config = Config::new(&path)
         .durability(durability)
         .refresh_workers(workers)
         .create_if_missing(creates)
-        .accept_lost_writes(cli.accept_lost_writes)
-        .open()?;
+        .accept_lost_writes(cli.accept_lost_writes);
+    if let Some(urls) = &cli.cluster {
+        config = config.cluster(crate::worker::cluster_config(
+            urls,
+            &cli.namespace,
+            durability == Durability::Sync,
+        ));
+    } else if matches!(cli.command, Command::Worker { .. }) {
+        return Err(
+            "worker needs --cluster URLS: it refreshes the users of a Redis Cluster \
+                    tier (the in-process workers of `stream` refresh a local database)"
+                .into(),
+        );
+    }
+    let db = config.open()?;
     let code = match cli.command {
         Command::Import {
             what,
@@ -72,8 +85,6 @@ pub(crate) fn run(cli: Cli) -> CliResult {
             },
         )?,
         Command::Worker {
-            cluster,
-            namespace,
             model,
             name,
             batch,
@@ -87,8 +98,6 @@ pub(crate) fn run(cli: Cli) -> CliResult {
             crate::worker::worker(
                 &db,
                 crate::worker::WorkerArgs {
-                    cluster: &cluster,
-                    namespace: &namespace,
                     model: model.as_deref(),
                     name: &name,
                     batch,

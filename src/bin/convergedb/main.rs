@@ -28,6 +28,15 @@ struct Cli {
     /// engine's log was damaged): go on with what was recovered (see docs/design.md).
     #[arg(long, global = true)]
     accept_lost_writes: bool,
+    /// Keep the per-user tier (histories, cached lists, refresh queue) in this Redis Cluster:
+    /// node URLs, comma-separated (redis://host:port,...). The --db directory keeps the
+    /// catalog, codes, indexes and model. With --durability sync a record returns once a
+    /// replica holds it.
+    #[arg(long, global = true, value_name = "URLS")]
+    cluster: Option<String>,
+    /// The cluster key namespace of this database (with --cluster).
+    #[arg(long, global = true, default_value = "convergedb")]
+    namespace: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -231,12 +240,6 @@ enum Command {
     /// queue entries, generate with this database's catalog and model, compare-and-swap the
     /// lists into the cluster. Run any number, on any hosts, each with its own --name.
     Worker {
-        /// Cluster node URLs, comma-separated (redis://host:port,...).
-        #[arg(long, value_name = "URLS")]
-        cluster: String,
-        /// The cluster key namespace of this database.
-        #[arg(long, default_value = "convergedb")]
-        namespace: String,
         /// Attach this model bundle first (else the attached one is used).
         #[arg(long, value_name = "DIR")]
         model: Option<PathBuf>,

@@ -7,12 +7,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use convergedb::cluster::{ClusterConfig, ClusterDurability, ClusterTier};
-use convergedb::{ClusterBatch, Db, ModelOptions};
+use convergedb::cluster::{ClusterConfig, ClusterDurability};
+use convergedb::{ClusterBatch, ClusterWorker, Db, ModelOptions};
 
 pub(crate) struct WorkerArgs<'a> {
-    pub cluster: &'a str,
-    pub namespace: &'a str,
     pub model: Option<&'a Path>,
     pub name: &'a str,
     pub batch: usize,
@@ -23,12 +21,17 @@ pub(crate) struct WorkerArgs<'a> {
     pub json: bool,
 }
 
-pub(crate) fn connect(urls: &str, namespace: &str) -> Result<ClusterTier, convergedb::Error> {
+/// The cluster configuration of `--cluster URLS --namespace NS`; `sync`: records wait for a
+/// replica (a worker only writes derived state, so it runs Buffered).
+pub(crate) fn cluster_config(urls: &str, namespace: &str, sync: bool) -> ClusterConfig {
     let mut config = ClusterConfig::new(urls.split(',').map(str::trim).filter(|u| !u.is_empty()));
     config.namespace = namespace.to_string();
-    // A worker only writes derived state (lists, queue entries): nothing to wait for.
-    config.durability = ClusterDurability::Buffered;
-    ClusterTier::connect(config)
+    config.durability = if sync {
+        ClusterDurability::Sync
+    } else {
+        ClusterDurability::Buffered
+    };
+    config
 }
 
 pub(crate) fn worker(db: &Db, args: WorkerArgs<'_>) -> Result<(), Box<dyn std::error::Error>> {
@@ -38,14 +41,15 @@ pub(crate) fn worker(db: &Db, args: WorkerArgs<'_>) -> Result<(), Box<dyn std::e
     if let Some(model) = args.model {
         db.attach_model(model, ModelOptions::new())?;
     }
-    let tier = connect(args.cluster, args.namespace)?;
+    let mut worker = ClusterWorker::new(args.name, args.batch);
+    worker.claim_idle_ms = args.claim_idle_ms;
+    worker.sweep_ms = args.sweep_ms;
     let started = Instant::now();
     let deadline = args
         .for_s
         .map(|s| started + Duration::from_secs_f64(s.max(0.0)));
     let mut total = ClusterBatch::default();
-    let (mut last_claim, mut last_sweep, mut idle_since) = (started, started, None::<Instant>);
-    let mut rotation = 0usize;
+    let mut idle_since = None::<Instant>;
     let mut reported = started;
     let mut errors = 0u64;
     loop {
@@ -55,29 +59,7 @@ pub(crate) fn worker(db: &Db, args: WorkerArgs<'_>) -> Result<(), Box<dyn std::e
         }
         // A cluster error (a failover in progress, a node restarting) is reported and retried:
         // what this worker took stays pending and is claimed again if it never comes back.
-        let step = (|| -> Result<Option<ClusterBatch>, convergedb::Error> {
-            let mut taken = Vec::new();
-            if now.duration_since(last_claim) >= Duration::from_millis(args.claim_idle_ms / 2) {
-                last_claim = now;
-                taken = tier
-                    .claim_dead(args.name, args.claim_idle_ms, args.batch)?
-                    .0;
-            }
-            if now.duration_since(last_sweep) >= Duration::from_millis(args.sweep_ms) {
-                last_sweep = now;
-                tier.sweep(args.sweep_ms)?;
-                tier.trim()?;
-            }
-            if taken.is_empty() {
-                taken = tier.take(args.name, args.batch, rotation)?;
-                rotation = rotation.wrapping_add(1);
-            }
-            if taken.is_empty() {
-                return Ok(None);
-            }
-            db.refresh_cluster_batch(&tier, &taken).map(Some)
-        })();
-        let b = match step {
+        let b = match db.cluster_worker_step(&mut worker) {
             Ok(Some(b)) => b,
             Ok(None) => {
                 let since = *idle_since.get_or_insert(now);
@@ -96,10 +78,7 @@ pub(crate) fn worker(db: &Db, args: WorkerArgs<'_>) -> Result<(), Box<dyn std::e
             Err(e) => return Err(e.into()),
         };
         idle_since = None;
-        total.written += b.written;
-        total.conflicts += b.conflicts;
-        total.skipped += b.skipped;
-        total.failed += b.failed;
+        total.add(&b);
         if !args.json && now.duration_since(reported) >= Duration::from_secs(5) {
             eprintln!(
                 "{}: {} lists written, {} conflicts, {} skipped, {} failed",
