@@ -300,7 +300,8 @@ impl ClusterTier {
             .read
             .key(&h)
             .key(&m)
-            .arg(tail.max(1))
+            // Only visible entries: the stored history may hold up to SLACK more than the cap.
+            .arg(tail.clamp(1, self.config.history_limit))
             .invoke(&mut reader)
             .map_err(err("reading a user"))?;
         // Only a connection whose call succeeded goes back (a failed one may be mid-reply).

@@ -204,9 +204,52 @@ impl ClusterTier {
     pub fn sweep(&self, older_than_ms: u64) -> Result<usize> {
         let now = crate::db::now_ms();
         let cutoff = now.saturating_sub(older_than_ms);
+        let mut renotified = 0;
+        self.for_each_user(|user, key| {
+            let seq: String = self
+                .run(
+                    self.renotify
+                        .key(key)
+                        .arg(cutoff)
+                        .arg(now)
+                        .invoke_async(&mut self.conn()),
+                )
+                .map_err(err("checking a pending marker"))?;
+            if let Ok(seq) = seq.parse::<u64>() {
+                self.notify(user, seq, false)?;
+                renotified += 1;
+            }
+            Ok(())
+        })?;
+        Ok(renotified)
+    }
+
+    /// Asks for a refresh of every user without a pending marker whose cached list is missing
+    /// or not `current` (given the list's bytes): after a model or tokenization change, as the
+    /// local backend's sweep does. Scans every master. Returns the users queued.
+    pub fn requeue_outdated(&self, current: impl Fn(&str, &[u8]) -> bool) -> Result<usize> {
+        let mut queued = 0;
+        self.for_each_user(|user, key| {
+            let mut cmd = redis::cmd("HMGET");
+            cmd.arg(key).arg("p").arg("l");
+            let (pending, list): (Option<Vec<u8>>, Option<Vec<u8>>) = self
+                .run(cmd.query_async(&mut self.conn()))
+                .map_err(err("reading a user's list"))?;
+            if pending.is_none()
+                && !list.as_deref().is_some_and(|l| current(user, l))
+                && self.request_refresh(user, false)?
+            {
+                queued += 1;
+            }
+            Ok(())
+        })?;
+        Ok(queued)
+    }
+
+    /// Calls `f(user, meta key)` for every user of this namespace, master by master (`SCAN`).
+    fn for_each_user(&self, mut f: impl FnMut(&str, &str) -> Result<()>) -> Result<()> {
         let pattern = format!("{{{}:u:*}}:m", self.config.namespace);
         let prefix = format!("{{{}:u:", self.config.namespace);
-        let mut renotified = 0;
         for (host, port) in self.masters()? {
             let mut cursor = 0u64;
             loop {
@@ -222,28 +265,15 @@ impl ClusterTier {
                 });
                 let reply = self
                     .run(self.conn().route_command(cmd, route))
-                    .map_err(err("scanning for pending users"))?;
+                    .map_err(err("scanning the users"))?;
                 let (next, keys): (u64, Vec<String>) =
                     redis::from_redis_value(reply).map_err(err("SCAN reply"))?;
                 for key in keys {
-                    let Some(user) = key
+                    if let Some(user) = key
                         .strip_prefix(&prefix)
                         .and_then(|k| k.strip_suffix("}:m"))
-                    else {
-                        continue;
-                    };
-                    let seq: String = self
-                        .run(
-                            self.renotify
-                                .key(&key)
-                                .arg(cutoff)
-                                .arg(now)
-                                .invoke_async(&mut self.conn()),
-                        )
-                        .map_err(err("checking a pending marker"))?;
-                    if let Ok(seq) = seq.parse::<u64>() {
-                        self.notify(user, seq, false)?;
-                        renotified += 1;
+                    {
+                        f(user, &key)?;
                     }
                 }
                 if next == 0 {
@@ -252,7 +282,7 @@ impl ClusterTier {
                 cursor = next;
             }
         }
-        Ok(renotified)
+        Ok(())
     }
 
     /// Drops acknowledged entries: each stream is trimmed below its oldest pending entry (or

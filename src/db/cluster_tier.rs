@@ -339,6 +339,32 @@ impl Db {
 }
 
 impl Db {
+    /// Runs the sweep a model attach or a tokenization change requested (`Refresh::
+    /// request_sweep`): every user of the cluster whose list is not this node's current one
+    /// is queued, as the local backend's sweep queues them.
+    pub(super) fn run_requested_cluster_sweep(&self, tier: &ClusterTier) -> Result<()> {
+        let refresh = &self.inner.refresh;
+        if !refresh.sweep_pending() {
+            return Ok(());
+        }
+        let covered = refresh.sweep_started();
+        let (model_id, sid_version) = {
+            let d = self.inner.derived.read();
+            (d.model_id.clone(), d.sid_version())
+        };
+        let result = match model_id {
+            Some(id) => tier
+                .requeue_outdated(|user, bytes| {
+                    TopkView::parse(user.as_bytes(), bytes)
+                        .is_ok_and(|v| v.model_id() == &*id && Some(v.sid_version()) == sid_version)
+                })
+                .map(|_| ()),
+            None => Ok(()),
+        };
+        refresh.sweep_finished(covered);
+        result
+    }
+
     /// `history` on the cluster tier.
     pub(super) fn history_from_cluster(
         &self,
@@ -396,6 +422,7 @@ impl Db {
         );
         loop {
             self.inner.poison.check()?;
+            self.run_requested_cluster_sweep(tier)?;
             let did = if self.attached().is_ok() {
                 worker.step(self, tier)?
             } else {

@@ -113,8 +113,9 @@ impl Db {
         };
         let refresh = Arc::new(Refresh::new(config.refresh.clone(), first_seq));
         refresh.queue.push(stale, false);
-        if derived.model_id.is_some() {
-            // Lists a crash (or a model or tokenization change before it) left behind.
+        if derived.model_id.is_some() && config.cluster.is_none() {
+            // Lists a crash (or a model or tokenization change before it) left behind (the
+            // cluster tier's workers sweep for lost notifications on their own).
             refresh.request_sweep();
         }
         let db = Db {

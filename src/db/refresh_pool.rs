@@ -54,6 +54,14 @@ fn start_cluster(db: &Db, refresh: &Arc<Refresh>, workers: usize) -> std::io::Re
             .spawn(move || {
                 while !shared.is_shutdown() {
                     let Some(db) = upgrade(&weak) else { break };
+                    if i == 0 {
+                        if let Some(tier) = db.cluster() {
+                            if let Err(e) = db.run_requested_cluster_sweep(tier) {
+                                let failed = crate::refresh::Outcome::Failed(format!("sweep: {e}"));
+                                shared.counters.outcome(&failed, None);
+                            }
+                        }
+                    }
                     let ready = db.attached().is_ok();
                     let step = if ready {
                         db.cluster_worker_step(&mut worker)
