@@ -160,4 +160,22 @@ fn bad_cluster_settings_are_refused_at_open() {
     dead.namespace = "dead".into();
     let got = Config::new(dir.path()).cluster(dead).open();
     assert!(matches!(got, Err(Error::Cluster(_))), "{got:?}");
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "a failed connect created nothing"
+    );
+
+    // A database with local histories is not silently shadowed by a cluster.
+    let local = bundle::open_with_catalog(Config::new(dir.path()).refresh_workers(0));
+    local
+        .record_interactions(&bundle::synthetic_histories(1, 2, 1))
+        .unwrap();
+    local.close().unwrap();
+    let got = Config::new(dir.path())
+        .cluster(cluster_config("shadow"))
+        .open();
+    match got {
+        Err(Error::InvalidArgument(m)) => assert!(m.contains("histories"), "{m}"),
+        other => panic!("{other:?}"),
+    }
 }

@@ -205,7 +205,7 @@ impl Harness {
         for u in self.model.keys() {
             for n in 0..2 {
                 let r = self.nodes[n].recommend(u, 10).unwrap();
-                if !(r.source == Source::Model && !r.stale) {
+                if r.source != Source::Model || r.stale {
                     let mut c = ClusterConfig::new(common::cluster::urls());
                     c.namespace = self.namespace.clone();
                     let t = convergedb::cluster::ClusterTier::connect(c).unwrap();

@@ -100,9 +100,7 @@ impl Db {
     /// Opens (or creates) the database described by `config`.
     pub fn open(config: Config) -> Result<Db> {
         config.validate()?;
-        let store = open_store(&config)?;
-        let derived = Derived::load(&store)?;
-        let (stale, first_seq) = load_stale(&store)?;
+        // The cluster first: a failed connect leaves nothing behind in the directory.
         let cluster = match &config.cluster {
             Some(c) => {
                 let mut c = c.clone();
@@ -111,6 +109,18 @@ impl Db {
             }
             None => None,
         };
+        let store = open_store(&config)?;
+        if cluster.is_some() && !store.tree(TreeId::Histories).is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "{} holds histories in its own per-user tier: with a cluster they would be \
+                 ignored, not moved. Open it without a cluster, or start the cluster node from \
+                 a database without interactions (import the items and tokenization, then \
+                 record the interactions through the cluster)",
+                config.path.display()
+            )));
+        }
+        let derived = Derived::load(&store)?;
+        let (stale, first_seq) = load_stale(&store)?;
         let refresh = Arc::new(Refresh::new(config.refresh.clone(), first_seq));
         refresh.queue.push(stale, false);
         if derived.model_id.is_some() && config.cluster.is_none() {

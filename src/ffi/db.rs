@@ -4,8 +4,9 @@ use std::ffi::c_char;
 
 use parking_lot::RwLock;
 
-use super::call::{guard, json_c_string, non_null, str_arg};
+use super::call::{guard, json_c_string, non_null, opt_str_arg, str_arg};
 use super::status::{convergedb_status, Failure, FfiResult};
+use crate::cluster::{ClusterConfig, ClusterDurability};
 use crate::{Config, Db, Durability};
 
 /// `convergedb_options.durability`: writes return once committed in memory; a background
@@ -37,6 +38,15 @@ pub struct convergedb_options {
     /// false: such an open fails with `CONVERGEDB_LOST_WRITES`). With true, the open goes on
     /// with what was recovered and the acknowledgement record is rewritten to match.
     pub accept_lost_writes: bool,
+    /// Keep the per-user tier (histories, cached lists, the refresh queue) in this Redis
+    /// Cluster: node URLs, comma-separated (`redis://host:port,...`; UTF-8, NUL-terminated,
+    /// read only during the open). Default NULL: everything in the directory. With
+    /// `CONVERGEDB_DURABILITY_SYNC` a record returns once a replica holds it. An unreachable
+    /// cluster fails the open with `CONVERGEDB_CLUSTER`. See docs/cluster.md.
+    pub cluster_urls: *const c_char,
+    /// The cluster key namespace of this database (NULL: `"convergedb"`; letters, digits,
+    /// `_`, `-`, `.`). Ignored without `cluster_urls`.
+    pub cluster_namespace: *const c_char,
 }
 
 /// An open database: an opaque handle made by `convergedb_db_open` and freed by
@@ -78,6 +88,8 @@ pub extern "C" fn convergedb_options_default() -> convergedb_options {
         cache_capacity_bytes: 64 * 1024 * 1024,
         refresh_workers: crate::default_workers() as u32,
         accept_lost_writes: false,
+        cluster_urls: std::ptr::null(),
+        cluster_namespace: std::ptr::null(),
     }
 }
 
@@ -93,12 +105,28 @@ fn config(path: &str, o: &convergedb_options) -> FfiResult<Config> {
             )))
         }
     };
-    Ok(Config::new(path)
+    let mut config = Config::new(path)
         .durability(durability)
         .create_if_missing(o.create_if_missing)
         .cache_capacity_bytes(o.cache_capacity_bytes)
         .refresh_workers(o.refresh_workers as usize)
-        .accept_lost_writes(o.accept_lost_writes))
+        .accept_lost_writes(o.accept_lost_writes);
+    // SAFETY: by `convergedb_db_open`'s contract both are NULL or NUL-terminated strings.
+    let urls = unsafe { opt_str_arg(o.cluster_urls, "cluster_urls") }?;
+    // SAFETY: as above.
+    let namespace = unsafe { opt_str_arg(o.cluster_namespace, "cluster_namespace") }?;
+    if let Some(urls) = urls {
+        let mut c = ClusterConfig::new(urls.split(',').map(str::trim).filter(|u| !u.is_empty()));
+        if let Some(ns) = namespace {
+            c.namespace = ns.to_string();
+        }
+        c.durability = match durability {
+            Durability::Sync => ClusterDurability::Sync,
+            Durability::Buffered { .. } => ClusterDurability::Buffered,
+        };
+        config = config.cluster(c);
+    }
+    Ok(config)
 }
 
 /// Opens (or creates) the database in directory `path` (UTF-8, NUL-terminated, not empty: ""

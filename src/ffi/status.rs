@@ -84,6 +84,9 @@ pub enum convergedb_status {
     CONVERGEDB_NO_ANN_INDEX = 32,
     /// No vector of this name is stored in the database.
     CONVERGEDB_UNKNOWN_VECTOR = 33,
+    /// The Redis Cluster of the per-user tier failed the call (unreachable, a failover in
+    /// progress, no replica for a sync write): the message says which; retrying may succeed.
+    CONVERGEDB_CLUSTER = 34,
 }
 
 use convergedb_status as S;
@@ -125,10 +128,11 @@ impl convergedb_status {
             S::CONVERGEDB_CONFLICT => c"CONVERGEDB_CONFLICT",
             S::CONVERGEDB_NO_ANN_INDEX => c"CONVERGEDB_NO_ANN_INDEX",
             S::CONVERGEDB_UNKNOWN_VECTOR => c"CONVERGEDB_UNKNOWN_VECTOR",
+            S::CONVERGEDB_CLUSTER => c"CONVERGEDB_CLUSTER",
         }
     }
 
-    const ALL: [convergedb_status; 34] = [
+    const ALL: [convergedb_status; 35] = [
         S::CONVERGEDB_OK,
         S::CONVERGEDB_NULL_ARGUMENT,
         S::CONVERGEDB_INVALID_UTF8,
@@ -163,6 +167,7 @@ impl convergedb_status {
         S::CONVERGEDB_CONFLICT,
         S::CONVERGEDB_NO_ANN_INDEX,
         S::CONVERGEDB_UNKNOWN_VECTOR,
+        S::CONVERGEDB_CLUSTER,
     ];
 }
 
@@ -216,6 +221,7 @@ impl From<Error> for Failure {
             Error::Conflict(_) => S::CONVERGEDB_CONFLICT,
             Error::NoAnnIndex { .. } => S::CONVERGEDB_NO_ANN_INDEX,
             Error::UnknownVector { .. } => S::CONVERGEDB_UNKNOWN_VECTOR,
+            Error::Cluster(_) => S::CONVERGEDB_CLUSTER,
             #[allow(unreachable_patterns)] // `Error` is #[non_exhaustive]: future variants
             _ => S::CONVERGEDB_OTHER,
         };
@@ -323,6 +329,7 @@ mod tests {
                 Error::UnknownVector { name: "v".into() },
                 S::CONVERGEDB_UNKNOWN_VECTOR,
             ),
+            (Error::Cluster("down".into()), S::CONVERGEDB_CLUSTER),
         ];
         for (error, status) in cases {
             let message = error.to_string();

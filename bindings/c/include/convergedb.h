@@ -181,6 +181,11 @@ enum convergedb_status
    No vector of this name is stored in the database.
    */
   CONVERGEDB_UNKNOWN_VECTOR = 33,
+  /*
+   The Redis Cluster of the per-user tier failed the call (unreachable, a failover in
+   progress, no replica for a sync write): the message says which; retrying may succeed.
+   */
+  CONVERGEDB_CLUSTER = 34,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -238,6 +243,19 @@ typedef struct {
    with what was recovered and the acknowledgement record is rewritten to match.
    */
   bool accept_lost_writes;
+  /*
+   Keep the per-user tier (histories, cached lists, the refresh queue) in this Redis
+   Cluster: node URLs, comma-separated (`redis://host:port,...`; UTF-8, NUL-terminated,
+   read only during the open). Default NULL: everything in the directory. With
+   `CONVERGEDB_DURABILITY_SYNC` a record returns once a replica holds it. An unreachable
+   cluster fails the open with `CONVERGEDB_CLUSTER`. See docs/cluster.md.
+   */
+  const char *cluster_urls;
+  /*
+   The cluster key namespace of this database (NULL: `"convergedb"`; letters, digits,
+   `_`, `-`, `.`). Ignored without `cluster_urls`.
+   */
+  const char *cluster_namespace;
 } convergedb_options;
 
 #ifdef __cplusplus

@@ -84,6 +84,18 @@ static void open_options(void) {
 
   convergedb_options o = convergedb_options_default();
   CHECK(!o.accept_lost_writes, "accept_lost_writes is off by default");
+  CHECK(o.cluster_urls == NULL && o.cluster_namespace == NULL,
+        "the per-user tier is local by default");
+  {
+    convergedb_options c = convergedb_options_default();
+    c.cluster_urls = "redis://127.0.0.1:1";
+    EXPECT(convergedb_db_open(temp_path(path, sizeof path, "cl"), &c, &db), CONVERGEDB_CLUSTER,
+           "an unreachable cluster");
+    c.cluster_urls = "redis://127.0.0.1:1";
+    c.cluster_namespace = "bad namespace";
+    EXPECT(convergedb_db_open(temp_path(path, sizeof path, "cn"), &c, &db),
+           CONVERGEDB_INVALID_ARGUMENT, "a bad cluster namespace");
+  }
   o.cache_capacity_bytes = 0;
   EXPECT(convergedb_db_open(temp_path(path, sizeof path, "c0"), &o, &db),
          CONVERGEDB_INVALID_ARGUMENT, "cache_capacity_bytes 0");

@@ -30,7 +30,7 @@ _STATUS_NAMES = [
     "UNSUPPORTED_FORMAT", "CORRUPTION", "STORAGE", "IO", "IN_USE", "POISONED",
     "INVALID_TOKENIZATION", "IMPORT", "CLOSED", "PANIC", "BUFFER_TOO_SMALL", "OTHER",
     "LOST_WRITES", "NO_MODEL", "FOREIGN_TOKENIZATION", "CONFLICT", "NO_ANN_INDEX",
-    "UNKNOWN_VECTOR",
+    "UNKNOWN_VECTOR", "CLUSTER",
 ]
 OK = 0
 BUFFER_TOO_SMALL = _STATUS_NAMES.index("BUFFER_TOO_SMALL")
@@ -81,6 +81,8 @@ class _Options(ctypes.Structure):
         ("cache_capacity_bytes", ctypes.c_uint64),
         ("refresh_workers", ctypes.c_uint32),
         ("accept_lost_writes", ctypes.c_bool),
+        ("cluster_urls", ctypes.c_char_p),
+        ("cluster_namespace", ctypes.c_char_p),
     ]
 
 
@@ -216,11 +218,13 @@ class Database:
     context manager, or call close(). After close() every method raises ClosedError.
     Opening a database whose acknowledged writes are missing after recovery raises
     LostWritesError; `accept_lost_writes=True` opens it anyway with what was recovered.
+    `cluster` ("redis://host:port,...") keeps the per-user tier in a Redis Cluster under key
+    namespace `namespace` (docs/cluster.md).
     """
 
     def __init__(self, path, durability="buffered", create_if_missing=True,
                  flush_every_ms=500, cache_capacity_bytes=64 * 1024 * 1024,
-                 accept_lost_writes=False):
+                 accept_lost_writes=False, cluster=None, namespace=None):
         lib = load_library()
         opts = lib.convergedb_options_default()
         if durability == "buffered":
@@ -234,6 +238,10 @@ class Database:
         opts.flush_every_ms = flush_every_ms
         opts.cache_capacity_bytes = cache_capacity_bytes
         opts.accept_lost_writes = bool(accept_lost_writes)
+        if cluster is not None:
+            opts.cluster_urls = _bytes(cluster, "cluster")
+        if namespace is not None:
+            opts.cluster_namespace = _bytes(namespace, "namespace")
         self._handle = _DB()
         _check(lib.convergedb_db_open(_bytes(os.fspath(path), "path"), ctypes.byref(opts),
                                       ctypes.byref(self._handle)))

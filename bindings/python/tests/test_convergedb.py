@@ -179,3 +179,29 @@ def test_open_edges_and_lost_writes(tmp_path):
             db.get_item("late1")
     with Database(b) as db:
         db.put_item("after")
+
+
+CLUSTER = __import__("os").environ.get("CONVERGEDB_REDIS_CLUSTER")
+
+
+@pytest.mark.skipif(not CLUSTER, reason="needs CONVERGEDB_REDIS_CLUSTER (./scripts/test starts one)")
+def test_cluster_backend_shares_users_between_two_databases(tmp_path):
+    ns = "py%d" % __import__("os").getpid()
+    with Database(tmp_path / "a", cluster=CLUSTER, namespace=ns) as a, \
+            Database(tmp_path / "b", cluster=CLUSTER, namespace=ns) as b:
+        a.put_items(ITEMS)
+        b.put_items(ITEMS)
+        a.record("dave", "m1", 1, kind="click")
+        a.record("dave", "m3", 2)
+        h = b.history("dave")
+        assert [e["item"] for e in h["entries"]] == ["m1", "m3"]
+        assert h["entries"][0]["kind"] == "click"
+        rec = b.recommend("dave", 2)
+        assert rec.source == "popularity" and len(rec) == 2
+        assert not set(rec.keys) & {"m1", "m3"}
+
+
+def test_unreachable_cluster_is_a_cluster_error(tmp_path):
+    with pytest.raises(convergedb.ClusterError) as e:
+        Database(tmp_path / "db", cluster="redis://127.0.0.1:1")
+    assert e.value.name == "CLUSTER"
