@@ -82,6 +82,7 @@ pub(crate) fn run(cli: Cli) -> CliResult {
                 k,
                 warm,
                 json,
+                refreshed_elsewhere: cli.cluster.is_some() && workers == 0,
             },
         )?,
         Command::Worker {
@@ -92,6 +93,7 @@ pub(crate) fn run(cli: Cli) -> CliResult {
             sweep_ms,
             for_s,
             exit_when_idle,
+            idle_s,
             json,
         } => {
             let name = name.unwrap_or_else(|| format!("worker-{}", std::process::id()));
@@ -105,6 +107,7 @@ pub(crate) fn run(cli: Cli) -> CliResult {
                     sweep_ms,
                     for_s,
                     exit_when_idle,
+                    idle_s,
                     json,
                 },
             )?;

@@ -258,9 +258,12 @@ enum Command {
         /// Stop after this many seconds.
         #[arg(long, value_name = "SECONDS")]
         for_s: Option<f64>,
-        /// Stop once the queue has been empty for one second.
+        /// Stop once the queue has been empty for --idle-s seconds.
         #[arg(long)]
         exit_when_idle: bool,
+        /// How long the queue must stay empty for --exit-when-idle.
+        #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
+        idle_s: f64,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,

@@ -24,6 +24,51 @@ pub(crate) struct StreamArgs<'a> {
     pub k: usize,
     pub warm: bool,
     pub json: bool,
+    /// Refresh happens elsewhere (other processes on a cluster tier): drain by reading the
+    /// users until their lists are current instead of `wait_idle`, which would refresh here.
+    pub refreshed_elsewhere: bool,
+}
+
+/// The freshness lag as reads see it: from a user's first interaction not yet reflected in a
+/// list to the `computed_at_ms` of the first current list a read of that user returns.
+#[derive(Default)]
+struct ReadLags {
+    waiting: std::collections::HashMap<String, u64>,
+    ms: Vec<f64>,
+}
+
+impl ReadLags {
+    fn recorded(&mut self, user: &str) {
+        self.waiting.entry(user.to_string()).or_insert_with(now_ms);
+    }
+
+    fn read(&mut self, user: &str, rec: &convergedb::Recommendation) {
+        if rec.source != Source::Model || rec.stale {
+            return;
+        }
+        if let (Some(since), Some(stamps)) = (self.waiting.remove(user), &rec.stamps) {
+            self.ms.push(stamps.computed_at_ms.saturating_sub(since) as f64);
+        }
+    }
+
+    fn summary(&mut self) -> Option<serde_json::Value> {
+        if self.ms.is_empty() {
+            return None;
+        }
+        self.ms.sort_by(f64::total_cmp);
+        let q = |q: f64| self.ms[((self.ms.len() - 1) as f64 * q) as usize];
+        Some(serde_json::json!({
+            "p50_ms": q(0.5), "p99_ms": q(0.99), "max_ms": q(1.0), "users": self.ms.len(),
+            "never_current": self.waiting.len(),
+            "never_current_users": self.waiting.keys().take(10).collect::<Vec<_>>(),
+        }))
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[derive(Default, serde::Serialize)]
@@ -98,6 +143,7 @@ pub(crate) fn stream(db: &Db, args: StreamArgs<'_>) -> CliResult {
     );
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let mut tally = Tally::default();
+    let mut read_lags = ReadLags::default();
     let mut read_ns: Vec<u64> = Vec::new();
     let mut samples: Vec<BTreeMap<&'static str, f64>> = Vec::new();
     let started = Instant::now();
@@ -108,6 +154,7 @@ pub(crate) fn stream(db: &Db, args: StreamArgs<'_>) -> CliResult {
             std::thread::sleep(wait);
         }
         db.record_interactions(std::slice::from_ref::<Interaction>(e))?;
+        read_lags.recorded(&e.user);
         for r in 0..args.reads_per_event {
             // The user who just acted first, then random users of the stream.
             let user = if r == 0 {
@@ -119,6 +166,7 @@ pub(crate) fn stream(db: &Db, args: StreamArgs<'_>) -> CliResult {
             let rec = db.recommend(user, args.k)?;
             read_ns.push(t.elapsed().as_nanos() as u64);
             tally.add(rec.source, rec.stale);
+            read_lags.read(user, &rec);
         }
         bar.inc(1);
         if last_shown.elapsed() >= Duration::from_millis(250) || i + 1 == events.len() {
@@ -145,8 +193,28 @@ pub(crate) fn stream(db: &Db, args: StreamArgs<'_>) -> CliResult {
     bar.finish();
     let stream_secs = started.elapsed().as_secs_f64();
     let drain = Instant::now();
-    db.wait_idle()?;
+    if !args.refreshed_elsewhere {
+        db.wait_idle()?;
+    }
+    // Read every user still waiting until its list is current, or until 10 s pass without
+    // one more becoming current (a user whose list is empty, every candidate being in its
+    // history, never shows a current list: it is answered by the fallback).
+    let mut progress = Instant::now();
+    while !read_lags.waiting.is_empty() && progress.elapsed() < Duration::from_secs(10) {
+        let users: Vec<String> = read_lags.waiting.keys().cloned().collect();
+        let before = users.len();
+        for u in users {
+            let rec = db.recommend(&u, args.k)?;
+            read_lags.read(&u, &rec);
+        }
+        if read_lags.waiting.len() < before {
+            progress = Instant::now();
+        } else {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     let drain_secs = drain.elapsed().as_secs_f64();
+    let lag_by_reads = read_lags.summary();
     let s = db.refresh_stats();
     read_ns.sort_unstable();
     let pct = |q: f64| {
@@ -169,6 +237,7 @@ pub(crate) fn stream(db: &Db, args: StreamArgs<'_>) -> CliResult {
         "failures": s.failures,
         "panics": s.panics,
         "lag_ms": s.lag,
+        "lag_by_reads_ms": lag_by_reads,
         "timeline": samples,
     });
     if args.json {
@@ -200,6 +269,12 @@ pub(crate) fn stream(db: &Db, args: StreamArgs<'_>) -> CliResult {
             println!(
                 "freshness lag (queued -> fresh list): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms over {} refreshes",
                 l.p50_ms, l.p99_ms, l.max_ms, l.count
+            );
+        }
+        if let Some(l) = &lag_by_reads {
+            println!(
+                "freshness lag seen by reads (interaction -> current list computed): p50 {} ms, p99 {} ms, max {} ms over {} users ({} without a current list, e.g. an empty one: {})",
+                l["p50_ms"], l["p99_ms"], l["max_ms"], l["users"], l["never_current"], l["never_current_users"]
             );
         }
     }

@@ -18,6 +18,7 @@ pub(crate) struct WorkerArgs<'a> {
     pub sweep_ms: u64,
     pub for_s: Option<f64>,
     pub exit_when_idle: bool,
+    pub idle_s: f64,
     pub json: bool,
 }
 
@@ -35,6 +36,9 @@ pub(crate) fn cluster_config(urls: &str, namespace: &str, sync: bool) -> Cluster
 }
 
 pub(crate) fn worker(db: &Db, args: WorkerArgs<'_>) -> Result<(), Box<dyn std::error::Error>> {
+    if !(args.idle_s >= 0.0 && args.idle_s.is_finite()) {
+        return Err(format!("--idle-s {} must be a number of seconds >= 0", args.idle_s).into());
+    }
     if args.batch == 0 || args.batch > 4096 {
         return Err(format!("--batch {} must be in 1..=4096", args.batch).into());
     }
@@ -63,7 +67,7 @@ pub(crate) fn worker(db: &Db, args: WorkerArgs<'_>) -> Result<(), Box<dyn std::e
             Ok(Some(b)) => b,
             Ok(None) => {
                 let since = *idle_since.get_or_insert(now);
-                if args.exit_when_idle && now.duration_since(since) >= Duration::from_secs(1) {
+                if args.exit_when_idle && now.duration_since(since) >= Duration::from_secs_f64(args.idle_s) {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(10));
