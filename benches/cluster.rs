@@ -3,8 +3,13 @@
 //!
 //! - `read`: `recommend_from_cluster` p50/p99 (one Lua round trip) vs a raw `GET` of a key of
 //!   the same size in the same slot, and vs the local sled `recommend` of the same user;
+//!   The same read through `Db::recommend` of a database opened with `Config::cluster` (the
+//!   facade's route) is reported beside it;
 //! - `workers`: lists/s with 1, 2 and 3 `convergedb worker` processes with the shipped model
-//!   over the same users (the queue refilled before each run).
+//!   over the same users (the queue refilled before each run);
+//! - `stub`: lists/s with 1, 2 and 3 refresh threads of one process and the deterministic test
+//!   generator (about a tenth of the shipped model's cost, measured alone in the same run):
+//!   the queue's own ceiling.
 //!
 //! Prints one JSON object per figure on stdout.
 
@@ -75,12 +80,25 @@ fn read_bench(users: usize) {
             .query(&mut raw)
             .unwrap();
     }
+    // The facade's route: a node opened with the cluster tier, same catalog and model.
+    let node_dir = tempfile::tempdir().unwrap();
+    let mut nc = ClusterConfig::new(urls());
+    nc.namespace = ns.clone();
+    nc.durability = ClusterDurability::Buffered;
+    let node =
+        bundle::open_with_catalog(Config::new(node_dir.path()).refresh_workers(0).cluster(nc));
+    bundle::attach(&node);
     let (mut cluster, mut get, mut local) = (Vec::new(), Vec::new(), Vec::new());
+    let mut facade = Vec::new();
     for _round in 0..5 {
         for u in &names {
             let s = Instant::now();
             let r = db.recommend_from_cluster(&t, u, 10).unwrap();
             cluster.push(s.elapsed().as_secs_f64() * 1e6);
+            assert!(!r.stale);
+            let s = Instant::now();
+            let r = node.recommend(u, 10).unwrap();
+            facade.push(s.elapsed().as_secs_f64() * 1e6);
             assert!(!r.stale);
             let key = format!("{{{ns}:u:{u}}}:raw");
             let s = Instant::now();
@@ -95,12 +113,14 @@ fn read_bench(users: usize) {
     let (c50, c99) = (pct(cluster.clone(), 0.5), pct(cluster, 0.99));
     let (g50, g99) = (pct(get.clone(), 0.5), pct(get, 0.99));
     let (l50, l99) = (pct(local.clone(), 0.5), pct(local, 0.99));
+    let (f50, f99) = (pct(facade.clone(), 0.5), pct(facade, 0.99));
     println!(
         "{}",
         serde_json::json!({"figure": "read", "users": users, "list_bytes": list_len,
             "cluster_recommend_us": {"p50": c50, "p99": c99},
             "raw_get_us": {"p50": g50, "p99": g99},
             "local_recommend_us": {"p50": l50, "p99": l99},
+            "facade_cluster_recommend_us": {"p50": f50, "p99": f99},
             "cluster_over_get_p50": c50 / g50, "cluster_over_get_p99": c99 / g99})
     );
 }
@@ -161,6 +181,49 @@ fn workers_bench(users: usize, counts: &[usize]) {
     }
 }
 
+fn stub_bench(users: usize, counts: &[usize]) {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = format!("bench{}-stub", std::process::id());
+    let mut c = ClusterConfig::new(urls());
+    c.namespace = ns;
+    c.durability = ClusterDurability::Buffered;
+    let db = bundle::open_with_catalog(Config::new(dir.path()).refresh_workers(0).cluster(c));
+    db.attach_test_generator("stub").unwrap();
+    let events = bundle::synthetic_histories(users, 20, 13);
+    // The stub's own cost: generations of the same users on this thread, no cluster write.
+    let probe: Vec<String> = (0..200.min(users)).map(|u| format!("u{u}")).collect();
+    db.record_interactions(&events).unwrap();
+    let s = Instant::now();
+    for u in &probe {
+        db.generate(u, 10).unwrap();
+    }
+    let stub_ms = s.elapsed().as_secs_f64() * 1e3 / probe.len() as f64;
+    db.wait_idle().unwrap();
+    for &n in counts {
+        db.record_interactions(&events).unwrap(); // every user pending again
+        let before = db.refresh_stats().lists_written;
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            for i in 0..n {
+                let db = &db;
+                scope.spawn(move || {
+                    let mut w = convergedb::ClusterWorker::new(format!("stub-{n}-{i}"), 16);
+                    while db.cluster_worker_step(&mut w).unwrap().is_some() {}
+                });
+            }
+        });
+        let secs = started.elapsed().as_secs_f64();
+        let written = db.refresh_stats().lists_written - before;
+        println!(
+            "{}",
+            serde_json::json!({"figure": "stub", "threads": n, "users": users, "written": written,
+                "seconds": secs, "lists_per_s": written as f64 / secs,
+                "stub_generate_ms": stub_ms,
+                "cores": std::thread::available_parallelism().map_or(1, |c| c.get())})
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -172,5 +235,8 @@ fn main() {
     }
     if matches!(mode, "all" | "workers") {
         workers_bench(1500, &[1, 2, 3]);
+    }
+    if matches!(mode, "all" | "stub") {
+        stub_bench(3000, &[1, 2, 3]);
     }
 }

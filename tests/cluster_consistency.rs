@@ -282,6 +282,12 @@ fn two_nodes_on_one_cluster_agree_with_the_reference_model() {
         run(seed, n);
         done += n;
         seed += 1;
+        if total > per_seed {
+            eprintln!(
+                "{done} ops ({seed} seeds) agree, {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
     }
     eprintln!(
         "{done} ops over {seed} seeds in {:.1} s",

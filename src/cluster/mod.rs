@@ -285,7 +285,8 @@ impl ClusterTier {
         }
     }
 
-    /// One round trip: stamps, pending marker, cached list and the newest `tail` entries.
+    /// One round trip: stamps, pending marker, cached list and the newest `tail` entries
+    /// (`tail` 0: one `HMGET` of the metadata hash, the cheapest read; else one script).
     pub fn read(&self, user: &str, tail: usize) -> Result<UserRead> {
         let (h, m) = (self.user_key(user, "h"), self.user_key(user, "m"));
         let pooled = self.readers.lock().pop();
@@ -296,14 +297,24 @@ impl ClusterTier {
                 .get_connection()
                 .map_err(err("connecting a reader"))?,
         };
-        let reply: Vec<Vec<u8>> = self
-            .read
-            .key(&h)
-            .key(&m)
-            // Only visible entries: the stored history may hold up to SLACK more than the cap.
-            .arg(tail.clamp(1, self.config.history_limit))
-            .invoke(&mut reader)
-            .map_err(err("reading a user"))?;
+        let reply: Vec<Vec<u8>> = if tail == 0 {
+            let fields: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+                .arg(&m)
+                .arg(&["v", "n", "p", "l", "ln", "park"])
+                .query(&mut reader)
+                .map_err(err("reading a user"))?;
+            let mut out: Vec<Vec<u8>> = fields.into_iter().map(Option::unwrap_or_default).collect();
+            out.extend([Vec::new(), Vec::new()]); // no tail, no recorded count
+            out
+        } else {
+            self.read
+                .key(&h)
+                .key(&m)
+                // Only visible entries: the stored history may hold up to SLACK more.
+                .arg(tail.min(self.config.history_limit))
+                .invoke(&mut reader)
+                .map_err(err("reading a user"))?
+        };
         // Only a connection whose call succeeded goes back (a failed one may be mid-reply).
         self.readers.lock().push(reader);
         let [v, n, p, l, ln, park, t, _]: [Vec<u8>; 8] =

@@ -51,9 +51,6 @@ impl ClusterBatch {
     }
 }
 
-/// Newest history entries a serving read fetches with the list (filtered out of the answer).
-const READ_TAIL: usize = 32;
-
 impl Db {
     /// The cluster tier when the database was opened with one (`Config::cluster`).
     pub(super) fn cluster(&self) -> Option<&ClusterTier> {
@@ -303,7 +300,9 @@ impl Db {
         k: usize,
         out: &mut Recommendation,
     ) -> Result<()> {
-        let read = tier.read(user, READ_TAIL)?;
+        // The metadata only (one HMGET): the stamps make "current" exact, so no history entry
+        // is needed unless the list is not current (then `whole` reads the history).
+        let read = tier.read(user, 0)?;
         let has_history = read.version > 0;
         // A refresh is owed already when the marker is set (its record notified the queue);
         // otherwise (another model or tokenization) a read asks for one, once a model is
@@ -316,7 +315,10 @@ impl Db {
         };
         if let Some((bytes, same_history)) = &read.list {
             let view = TopkView::parse(user.as_bytes(), bytes)?;
-            let in_tail = |id: u64| read.tail.iter().any(|e| e.item_id == id);
+            // A list stamped with this exact history (version and nonce) was generated without
+            // its items; the local backend's in-place tail check guards against an outdated
+            // list that a version alone cannot tell apart, which the nonce rules out here.
+            let in_tail = |_: u64| false;
             let fresh = Freshness {
                 version: has_history.then_some(read.version),
                 in_tail: &in_tail,

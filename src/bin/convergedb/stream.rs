@@ -47,7 +47,8 @@ impl ReadLags {
             return;
         }
         if let (Some(since), Some(stamps)) = (self.waiting.remove(user), &rec.stamps) {
-            self.ms.push(stamps.computed_at_ms.saturating_sub(since) as f64);
+            self.ms
+                .push(stamps.computed_at_ms.saturating_sub(since) as f64);
         }
     }
 

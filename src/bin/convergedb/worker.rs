@@ -67,7 +67,9 @@ pub(crate) fn worker(db: &Db, args: WorkerArgs<'_>) -> Result<(), Box<dyn std::e
             Ok(Some(b)) => b,
             Ok(None) => {
                 let since = *idle_since.get_or_insert(now);
-                if args.exit_when_idle && now.duration_since(since) >= Duration::from_secs_f64(args.idle_s) {
+                if args.exit_when_idle
+                    && now.duration_since(since) >= Duration::from_secs_f64(args.idle_s)
+                {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(10));
