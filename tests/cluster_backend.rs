@@ -115,6 +115,8 @@ fn two_nodes_share_the_users_and_serve_them_by_the_local_rules() {
     let now = a.refresh_now("u5").unwrap();
     assert_eq!((now.source, now.stale), (Source::Model, false));
     assert!(a.wait_idle_timeout(Duration::from_secs(60)).unwrap());
+    common::assert_clean(&a);
+    common::assert_clean(&b);
 }
 
 #[test]

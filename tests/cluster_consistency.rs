@@ -226,9 +226,9 @@ impl Harness {
         let node = rng.gen_range(0..2);
         match rng.gen_range(0..100) {
             0..=39 => self.record(rng),
-            40..=69 => self.check_read(&user, node, rng.gen_range(1..=12)),
-            70..=84 => self.check_history(&user, node),
-            85..=90 => self.wait_idle(node),
+            40..=72 => self.check_read(&user, node, rng.gen_range(1..=12)),
+            73..=87 => self.check_history(&user, node),
+            88..=90 => self.wait_idle(node),
             91..=94 => match self.nodes[node].refresh_now(&user) {
                 Ok(r) => {
                     assert!(self.model.contains_key(&user));

@@ -252,10 +252,11 @@ impl ClusterTier {
                     .invoke_async(&mut self.conn()),
             )
             .map_err(err("recording interactions"))?;
-        self.make_durable(&m)?;
         // The marker is the truth; the stream entry only a notification (another slot): if it
-        // is lost, the sweep re-notifies.
+        // is lost, the sweep re-notifies. Sent before waiting for the replica: a record whose
+        // wait fails is not acknowledged but may be applied, and its list is then refreshed.
         self.notify(user, seq, false)?;
+        self.make_durable(&m)?;
         Ok(version)
     }
 

@@ -6,7 +6,8 @@
 //! - F3 every vector belongs to a live item that lists it, with its name's stored dimension,
 //!   and every vector a live item lists exists;
 //! - F4 histories are sorted by timestamp, name existing items and known kind codes;
-//! - F5 `popular` equals the per-item count of retained history entries;
+//! - F5 `popular` equals the per-item count of retained history entries (local tier only:
+//!   with a cluster, it counts the interactions recorded through this node);
 //! - F6 `meta["counts"]` equals the totals recomputed from the scan;
 //! - F7 the in-memory derived state equals a fresh rebuild from the store;
 //! - I1 every `sids` entry names a live item and `sid_items` is exactly its inverse;
@@ -276,7 +277,9 @@ impl Db {
                 Err(e) => problem(format!("F1 {e}")),
             }
         }
-        if stored_pop != expected_pop {
+        // With a cluster tier the node's popularity counts what it recorded, not its (empty)
+        // local histories.
+        if stored_pop != expected_pop && self.cluster().is_none() {
             let mut ids: Vec<u64> = stored_pop
                 .keys()
                 .chain(expected_pop.keys())

@@ -410,14 +410,18 @@ impl Db {
         })
     }
 
-    /// `wait_idle_timeout` on the cluster tier: refreshes on this thread what the queue holds
-    /// (beside any worker threads or processes), then waits until every entry is acknowledged.
+    /// `wait_idle_timeout` on the cluster tier: re-notifies every pending marker (a scan of
+    /// every master), refreshes on this thread what the queue holds (beside any worker threads
+    /// or processes), then waits until every entry is acknowledged.
     pub(super) fn wait_idle_cluster(
         &self,
         tier: &ClusterTier,
         timeout: std::time::Duration,
     ) -> Result<bool> {
         let started = std::time::Instant::now();
+        // A marker whose notification was lost (a crash or a failover between the record and
+        // it) counts as queued: every marker is re-notified first (a scan of every master).
+        tier.sweep(0)?;
         let mut worker = super::cluster_worker::ClusterWorker::new(
             format!("wait-{}", super::cluster_worker::consumer_id()),
             self.inner.refresh.params.max_batch,
