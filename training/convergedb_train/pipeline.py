@@ -18,6 +18,7 @@ import time
 import numpy as np
 import torch
 
+from . import bundle_id
 from . import data as D
 from . import export as E
 from . import dense, rqvae, sasrec, search, serve_ref
@@ -187,6 +188,7 @@ def add_rerank(out, manifest, bundle, ds, sm, vecs, vh, vt, rcfg, log, batch=64)
     manifest["sha256"]["user.onnx"] = sha(path)
     manifest["rerank"] = {"vector": "sasrec", "weight": weight, "candidates": n, "max_history": sm.max_len,
                           "score": "lm + weight * dot(user_vector, item_vector)"}
+    manifest["model_id"] = bundle_id.model_id(out, manifest)  # format 3: names the re-rank too
     with open(os.path.join(out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
         f.write("\n")

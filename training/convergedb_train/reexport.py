@@ -18,6 +18,7 @@ import shutil
 import numpy as np
 import torch
 
+from . import bundle_id
 from . import export as E
 from .lm import GPT
 
@@ -164,8 +165,7 @@ def set_format(m, folder, fmt, id_start, id_count):
         m["files"].pop("decode", None)
         m["graph"].pop("decoding", None)
         m["graph"].pop("id_logits", None)
-    prefix = m["model_id"].rsplit("-", 1)[0]
-    m["model_id"] = f"{prefix}-{sha(os.path.join(folder, m['files']['onnx']))[:8]}"
+    m["model_id"] = bundle_id.model_id(folder, m)
     if m["files"].get("test_vectors"):
         path = os.path.join(folder, m["files"]["test_vectors"])
         with open(path) as f:

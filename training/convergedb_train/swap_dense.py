@@ -9,8 +9,9 @@ longer match the tokenization's codebooks (`validate` refuses the bundle). This 
 graphs of LM_BUNDLE and everything else from DENSE_BUNDLE (the run whose SASRec trained the
 tokenization; both tokenizations must be identical), picks the fusion weight again on the
 validation split (dense.choose_weight, the pipeline's rule), recomputes the test metrics of the
-hybrid and the beam, the test vectors and the checksums. The model id stays LM_BUNDLE's (it
-names the prefill graph)."""
+hybrid and the beam, the test vectors and the checksums. The model id keeps LM_BUNDLE's prefix
+with new digits (format 3: a digest of every scoring file and the re-rank, bundle_id.py): the
+re-rank changed, so lists of the old bundle must not count as current."""
 from __future__ import annotations
 
 import argparse
@@ -21,6 +22,7 @@ import time
 
 import numpy as np
 
+from . import bundle_id
 from . import data as D
 from . import dense
 from .pipeline import finish_manifest, lm_metrics, log, sha, test_vectors, valid_sample
@@ -78,6 +80,7 @@ def main():
                    "user_onnx_max_abs_diff": dm["training"]["rerank"]["user_onnx_max_abs_diff"]}
     t["sasrec"] = dm["training"]["sasrec"]
     t["dense_from"] = {"model_id": dm["model_id"], "why": __doc__.split("\n\n")[1].strip()}
+    m["model_id"] = bundle_id.model_id(a.out, m)
     with open(os.path.join(a.out, "manifest.json"), "w") as f:  # the weight the metrics below use
         json.dump(m, f, indent=1)
     b = Bundle(a.out, verify=False)

@@ -11,6 +11,7 @@ import os
 import numpy as np
 import onnxruntime as ort
 
+from . import bundle_id
 from . import tokenization as tkz
 from .serve_ref import Bundle
 from .vocab import sid_token
@@ -69,8 +70,10 @@ def validate(folder, n_vectors=None):
     graphs += [m["files"]["user"]] if m["format_version"] == 3 else []
     for req in graphs + [m["files"]["tokenizer"], m["files"]["tokenization"]]:
         assert req in m["sha256"], f"manifest.sha256 lacks {req}"
-    onnx_sha = m["sha256"][m["files"]["onnx"]]
-    assert m["model_id"].endswith("-" + onnx_sha[:8]), "model_id must end with the ONNX sha256 prefix"
+    want = bundle_id.suffix(folder, m)
+    assert m["model_id"].endswith("-" + want), (
+        f"model_id {m['model_id']!r} must end with -{want} (the digest of what changes a score, "
+        f"docs/model-bundle.md): re-stamp it with python -m convergedb_train.bundle_id {folder}")
     tok = tkz.read(os.path.join(folder, m["files"]["tokenization"]))
     with open(os.path.join(folder, m["files"]["tokenization"])) as f:
         raw = json.load(f)
