@@ -146,6 +146,11 @@ fn queue_redelivers_then_parks() {
     let again = t.take("worker-e", 100, 0).unwrap();
     assert_eq!(again.iter().filter(|d| &d.user == worn).count(), 1);
     assert_eq!(again.len(), 11);
+    // Consumers holding nothing are forgotten (a-d: everything claimed or parked); worker-e
+    // holds 11 entries and stays, so claim_dead can still hand them over.
+    assert!(t.forget_dead_consumers(0).unwrap() >= 4);
+    let (claimed, _) = t.claim_dead("worker-f", 0, 100).unwrap();
+    assert_eq!(claimed.len(), 11, "worker-e's entries survived the cleanup");
 }
 
 /// A lost notification (the record landed, the stream entry did not survive) is healed by the

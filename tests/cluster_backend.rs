@@ -181,3 +181,48 @@ fn bad_cluster_settings_are_refused_at_open() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn check_reports_damaged_cluster_state_and_a_foreign_catalog() {
+    let dir = common::tempdir();
+    let a = node(dir.path(), "check", 0);
+    bundle::attach(&a);
+    a.record_interactions(&bundle::synthetic_histories(3, 6, 2))
+        .unwrap();
+    assert!(a.wait_idle_timeout(Duration::from_secs(60)).unwrap());
+    let report = a.check().unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert_eq!((report.users, report.interactions), (3, 18));
+
+    // u0's list written into u1 under u1's current stamps: "current" by its nonce, but computed
+    // from another history.
+    let tier = common::cluster::tier("check", |_| {});
+    let (list, _) = tier.read("u0", 0).unwrap().list.unwrap();
+    let keys = bundle::item_keys();
+    a.record_interactions(&[Interaction::new("u1", keys[700].as_str(), 99)])
+        .unwrap(); // u1 at version 2, u0's list at version 1
+    let u1 = tier.history("u1").unwrap().unwrap();
+    assert!(tier
+        .write_list("u1", u1.version, u1.nonce, 0, &list)
+        .unwrap());
+    let problems = a.check().unwrap().problems;
+    assert!(
+        problems.iter().any(|p| p.starts_with("C3 user \"u1\"")),
+        "{problems:?}"
+    );
+
+    // A node whose catalog lacks the items the cluster's histories name.
+    let other = common::tempdir();
+    let b = Config::new(other.path())
+        .refresh_workers(0)
+        .cluster(cluster_config("check"))
+        .open()
+        .unwrap();
+    let problems = b.check().unwrap().problems;
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("C1 ") && p.contains("catalogs differ")),
+        "{problems:?}"
+    );
+}

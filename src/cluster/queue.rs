@@ -22,6 +22,9 @@ use crate::{Error, Result};
 const GROUP: &str = "workers";
 /// Deliveries after which an entry parks its user (as the local queue does).
 pub(crate) const MAX_DELIVERIES: usize = 3;
+/// A consumer idle this long with no entry is forgotten by `trim` (an hour: far longer than any
+/// live worker's gap between reads).
+const DEAD_CONSUMER_MS: i64 = 3_600_000;
 
 /// One queue entry taken by a worker.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -246,8 +249,9 @@ impl ClusterTier {
         Ok(queued)
     }
 
-    /// Calls `f(user, meta key)` for every user of this namespace, master by master (`SCAN`).
-    fn for_each_user(&self, mut f: impl FnMut(&str, &str) -> Result<()>) -> Result<()> {
+    /// Calls `f(user, meta key)` for every user of this namespace, master by master (`SCAN`;
+    /// a user written during the scan may be seen or not).
+    pub(crate) fn for_each_user(&self, mut f: impl FnMut(&str, &str) -> Result<()>) -> Result<()> {
         let pattern = format!("{{{}:u:*}}:m", self.config.namespace);
         let prefix = format!("{{{}:u:", self.config.namespace);
         for (host, port) in self.masters()? {
@@ -316,6 +320,7 @@ impl ClusterTier {
                 removed += n;
             }
         }
+        self.forget_dead_consumers(DEAD_CONSUMER_MS)?;
         Ok(removed)
     }
 
@@ -353,6 +358,42 @@ impl ClusterTier {
             }
         }
         Ok(true)
+    }
+
+    /// Removes from the consumer group the consumers that hold no entry and have been idle for
+    /// `idle_ms` (`trim` uses an hour: every worker process start adds a name, and a dead
+    /// one's entries are claimed by others, so only its name is left). Returns the removals
+    /// (a consumer counts once per stream it read).
+    pub fn forget_dead_consumers(&self, idle_ms: i64) -> Result<u64> {
+        let mut removed = 0;
+        for key in self.all_streams() {
+            let mut cmd = redis::cmd("XINFO");
+            cmd.arg("CONSUMERS").arg(&key).arg(GROUP);
+            let consumers: Vec<HashMap<String, Value>> = self
+                .run(cmd.query_async(&mut self.conn()))
+                .map_err(err("listing the queue's consumers"))?;
+            for c in consumers {
+                let get = |f: &str| {
+                    c.get(f)
+                        .and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
+                };
+                let name = c
+                    .get("name")
+                    .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok());
+                let (Some(name), Some(0), Some(idle)) = (name, get("pending"), get("idle")) else {
+                    continue;
+                };
+                if idle >= idle_ms {
+                    let mut cmd = redis::cmd("XGROUP");
+                    cmd.arg("DELCONSUMER").arg(&key).arg(GROUP).arg(&name);
+                    let _: i64 = self
+                        .run(cmd.query_async(&mut self.conn()))
+                        .map_err(err("removing a dead consumer"))?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
     }
 
     fn last_delivered(&self, key: &str) -> Result<Option<String>> {

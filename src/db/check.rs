@@ -17,6 +17,7 @@
 //! - I6 every ANN index maps exactly the live items holding its vector; its catalog version is
 //!   at most the catalog's (`ann_check.rs`);
 //! - R1, I3, I4, R2 the cached lists and the refresh queue (`refresh_check.rs`);
+//! - C1-C3 with a cluster tier, its users' histories and lists (`cluster_check.rs`);
 //! - V1-V4 finite weights, vectors and cached scores; no history item in a current cached list
 //!   (`check_values.rs`).
 
@@ -339,6 +340,14 @@ impl Db {
         self.check_ann(&items, catalog_version, &mut problem);
         self.check_refresh(&items, &mut problem)?;
         self.check_values(&dims, &mut problem)?;
+        let cluster = match self.cluster() {
+            Some(tier) => Some(self.check_cluster(tier, &items, &mut problem)?),
+            None => None,
+        };
+        if let Some((users, entries)) = cluster {
+            report.users = users;
+            report.interactions = entries;
+        }
         report.items = items.len() as u64;
         Ok(report)
     }

@@ -14,6 +14,7 @@ mod ann_check;
 mod by_source;
 mod check;
 mod check_values;
+mod cluster_check;
 mod cluster_tier;
 mod cluster_worker;
 mod embed;
