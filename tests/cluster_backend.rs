@@ -59,6 +59,12 @@ fn two_nodes_share_the_users_and_serve_them_by_the_local_rules() {
     ));
     // Nothing per-user is in the node's own store.
     assert!(a.users().next().unwrap().is_err());
+    let stats = a.stats().unwrap();
+    assert_eq!(
+        stats.cluster_namespace,
+        Some(common::cluster::namespace("shared"))
+    );
+    assert_eq!((stats.users, stats.interactions), (0, 0));
 
     // No model: popularity (this node's counts), never a history item.
     let r = a.recommend("u0", 10).unwrap();

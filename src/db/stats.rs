@@ -54,6 +54,10 @@ pub struct Stats {
     /// `record_interactions` batches committed in a transaction led by another caller (group
     /// commit).
     pub grouped_batches: u64,
+    /// Where the per-user tier lives: `None` in this directory; with `Config::cluster`, the
+    /// cluster's key namespace (then `users`, `interactions`, `cached_lists` and the refresh
+    /// queue counts describe this node only, and popularity counts what it recorded).
+    pub cluster_namespace: Option<String>,
 }
 
 impl Db {
@@ -82,6 +86,7 @@ impl Db {
             commits: self.inner.durable.commits(),
             sync_flushes: self.inner.durable.flushes.load(Ordering::Relaxed),
             grouped_batches: self.inner.group.grouped.load(Ordering::Relaxed),
+            cluster_namespace: self.cluster().map(|t| t.config().namespace.clone()),
         })
     }
 
