@@ -37,6 +37,22 @@ def model_id(folder, m):
     return f"{m['model_id'].rsplit('-', 1)[0]}-{suffix(folder, m)}"
 
 
+def stamp_test_vectors(folder, m):
+    """Writes `m`'s model id into the bundle's test vectors, if it has them; returns their
+    file name (None without)."""
+    name = m["files"].get("test_vectors")
+    if not name or not os.path.exists(os.path.join(folder, name)):
+        return None
+    path = os.path.join(folder, name)
+    with open(path) as f:
+        tv = json.load(f)
+    tv["model_id"] = m["model_id"]
+    with open(path, "w") as f:
+        json.dump(tv, f, indent=1)
+        f.write("\n")
+    return name
+
+
 def restamp(folder):
     """Re-computes the model id of the bundle in `folder` and writes it into the manifest and
     the test vectors (whose checksum is updated). Returns the new id."""
@@ -44,16 +60,9 @@ def restamp(folder):
     with open(path) as f:
         m = json.load(f)
     m["model_id"] = model_id(folder, m)
-    tv_name = m["files"].get("test_vectors")
-    if tv_name and os.path.exists(os.path.join(folder, tv_name)):
-        tv_path = os.path.join(folder, tv_name)
-        with open(tv_path) as f:
-            tv = json.load(f)
-        tv["model_id"] = m["model_id"]
-        with open(tv_path, "w") as f:
-            json.dump(tv, f, indent=1)
-            f.write("\n")
-        m["sha256"][tv_name] = _sha(tv_path)
+    tv_name = stamp_test_vectors(folder, m)
+    if tv_name:
+        m["sha256"][tv_name] = _sha(os.path.join(folder, tv_name))
     with open(path, "w") as f:
         json.dump(m, f, indent=1)
         f.write("\n")

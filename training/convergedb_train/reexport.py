@@ -166,14 +166,7 @@ def set_format(m, folder, fmt, id_start, id_count):
         m["graph"].pop("decoding", None)
         m["graph"].pop("id_logits", None)
     m["model_id"] = bundle_id.model_id(folder, m)
-    if m["files"].get("test_vectors"):
-        path = os.path.join(folder, m["files"]["test_vectors"])
-        with open(path) as f:
-            tv = json.load(f)
-        tv["model_id"] = m["model_id"]
-        with open(path, "w") as f:
-            json.dump(tv, f, indent=1)
-            f.write("\n")
+    bundle_id.stamp_test_vectors(folder, m)
     names = [m["files"][k] for k in ("onnx", "decode", "user", "tokenizer", "tokenization", "items", "test_vectors")
              if m["files"].get(k)]
     m["sha256"] = {n: sha(os.path.join(folder, n)) for n in names}
