@@ -13,11 +13,13 @@
 //! What this slice does not do yet: the `Db` facade does not route through it (it is a
 //! library-level tier, tested on a real cluster in `tests/cluster.rs`); see docs/cluster.md.
 
+mod catalog_log;
 mod entry;
 mod kinds;
 mod lua;
 mod queue;
 
+pub use catalog_log::{LogEntry, MAX_CHANGE_BYTES};
 pub use entry::ClusterEntry;
 pub use queue::Delivery;
 

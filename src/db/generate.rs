@@ -8,6 +8,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use super::catalog_log::{Applied, Change};
+use super::items::unexpected;
 use super::validate::{validate_k, validate_key};
 use super::Db;
 use crate::derived::Effects;
@@ -43,9 +45,38 @@ impl Db {
     /// Loads and validates the model bundle in `dir` and attaches it, replacing any attached
     /// model. The bundle must have been trained on this database's current tokenization (its
     /// `sid.fingerprint`), else [`Error::ForeignTokenization`].
+    ///
+    /// On a cluster node the attach goes through the catalog log: every node attaches the bundle
+    /// at the same path if that path holds the same model on its host (docs/cluster.md,
+    /// "Nodes"), with the options of its own last attach.
     pub fn attach_model(&self, dir: impl AsRef<Path>, options: ModelOptions) -> Result<ModelInfo> {
         self.inner.poison.check()?;
         let dir = dir.as_ref();
+        if self.inner.cluster.is_none() {
+            return self.attach_model_local(dir, options);
+        }
+        // Refused bundles never reach the log; the other nodes get an absolute path.
+        let info = Model::load(dir, options.clone())?.info();
+        let dir = std::fs::canonicalize(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        *self.inner.catalog_log.model_options.lock() = Some(options);
+        match self.through_log(Change::Model {
+            dir,
+            model_id: info.model_id,
+        })? {
+            Applied::Model(info) => Ok(info),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Attaches the bundle in `dir` to this node.
+    pub(super) fn attach_model_local(
+        &self,
+        dir: &Path,
+        options: ModelOptions,
+    ) -> Result<ModelInfo> {
         let model = Model::load(dir, options)?;
         self.check_fingerprint(&model, dir)?;
         self.check_rerank_vectors(&model)?;

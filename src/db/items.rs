@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::sid_assign::{assign_if_needed, drop_codes, Pending};
 use super::validate::{validate_batch_len, validate_items, validate_key};
+use super::catalog_log::{Applied, Change};
 use super::Db;
 use crate::derived::Effects;
 use crate::store::records::{self, ItemRecord};
@@ -34,18 +35,46 @@ impl Db {
     /// version; text, attributes and vectors are replaced (vectors not given are removed). A
     /// deleted item is revived under its old id. Returns the items' internal ids, in order.
     pub fn put_items(&self, items: &[Item]) -> Result<Vec<u64>> {
-        self.put(items, PutMode::Replace)
+        self.put_routed(items, false)
     }
 
     /// Like [`Db::put_items`], but a key that names a live item fails the whole batch with
     /// [`Error::ItemExists`].
     pub fn insert_items(&self, items: &[Item]) -> Result<Vec<u64>> {
-        self.put(items, PutMode::InsertOnly)
+        self.put_routed(items, true)
     }
 
-    fn put(&self, items: &[Item], mode: PutMode) -> Result<Vec<u64>> {
+    /// On a cluster node, through the catalog log (every node applies it); else here.
+    fn put_routed(&self, items: &[Item], insert_only: bool) -> Result<Vec<u64>> {
+        if self.inner.cluster.is_none() {
+            return self.put_logged(items, insert_only, None);
+        }
         validate_items(items, &self.inner.config.limits)?;
+        match self.through_log(Change::PutItems {
+            items: items.to_vec(),
+            insert_only,
+        })? {
+            Applied::Ids(ids) => Ok(ids),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Puts the items in this node's store; `log`: the catalog log entry being applied,
+    /// recorded in the same transaction.
+    pub(super) fn put_logged(
+        &self,
+        items: &[Item],
+        insert_only: bool,
+        log: Option<&str>,
+    ) -> Result<Vec<u64>> {
+        validate_items(items, &self.inner.config.limits)?;
+        let mode = if insert_only {
+            PutMode::InsertOnly
+        } else {
+            PutMode::Replace
+        };
         self.write(CATALOG_TREES, |tx, derived| {
+            mark_logged(tx, log)?;
             let mut counts = tx.counts()?;
             counts.catalog_version += 1;
             let version = counts.catalog_version;
@@ -141,6 +170,19 @@ impl Db {
     /// its text and vectors are dropped. Histories keep their entries, which report the item as
     /// not live. Returns the number of items deleted.
     pub fn delete_items(&self, keys_to_delete: &[&str]) -> Result<usize> {
+        if self.inner.cluster.is_none() {
+            return self.delete_logged(keys_to_delete, None);
+        }
+        self.validate_deletes(keys_to_delete)?;
+        match self.through_log(Change::DeleteItems {
+            keys: keys_to_delete.iter().map(|k| k.to_string()).collect(),
+        })? {
+            Applied::Count(n) => Ok(n),
+            _ => Err(unexpected()),
+        }
+    }
+
+    fn validate_deletes(&self, keys_to_delete: &[&str]) -> Result<()> {
         let limits = &self.inner.config.limits;
         validate_batch_len(keys_to_delete.len(), limits)?;
         let mut seen = std::collections::HashSet::new();
@@ -152,7 +194,14 @@ impl Db {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// Deletes the items in this node's store (`log` as in [`Db::put_logged`]).
+    pub(super) fn delete_logged(&self, keys_to_delete: &[&str], log: Option<&str>) -> Result<usize> {
+        self.validate_deletes(keys_to_delete)?;
         self.write(CATALOG_TREES, |tx, _| {
+            mark_logged(tx, log)?;
             let mut counts = tx.counts()?;
             counts.catalog_version += 1;
             let mut effects = Effects::default();
@@ -201,6 +250,20 @@ impl Db {
     /// Sets vector `name` on existing live items, leaving their other fields alone; one atomic
     /// batch. Items without codes that now hold the tokenization's vector get codes.
     pub fn put_vectors(&self, name: &str, vectors: &[(String, Vec<f32>)]) -> Result<()> {
+        if self.inner.cluster.is_none() {
+            return self.put_vectors_logged(name, vectors, None);
+        }
+        self.validate_vectors(name, vectors)?;
+        match self.through_log(Change::PutVectors {
+            name: name.to_string(),
+            vectors: vectors.to_vec(),
+        })? {
+            Applied::Unit => Ok(()),
+            _ => Err(unexpected()),
+        }
+    }
+
+    fn validate_vectors(&self, name: &str, vectors: &[(String, Vec<f32>)]) -> Result<()> {
         let limits = &self.inner.config.limits;
         validate_batch_len(vectors.len(), limits)?;
         let mut seen = std::collections::HashSet::new();
@@ -211,7 +274,19 @@ impl Db {
                 return Err(Error::DuplicateInBatch { key: key.clone() });
             }
         }
+        Ok(())
+    }
+
+    /// Sets the vectors in this node's store (`log` as in [`Db::put_logged`]).
+    pub(super) fn put_vectors_logged(
+        &self,
+        name: &str,
+        vectors: &[(String, Vec<f32>)],
+        log: Option<&str>,
+    ) -> Result<()> {
+        self.validate_vectors(name, vectors)?;
         self.write(CATALOG_TREES, |tx, derived| {
+            mark_logged(tx, log)?;
             let mut counts = tx.counts()?;
             counts.catalog_version += 1;
             let mut effects = Effects::default();
@@ -381,4 +456,17 @@ fn check_dim<'a>(
             Ok(())
         }
     }
+}
+
+/// Records catalog log entry `log` as applied, in the change's own transaction.
+fn mark_logged(tx: &Tx<'_>, log: Option<&str>) -> TxResult<()> {
+    if let Some(id) = log {
+        tx.insert(TreeId::Meta, keys::META_CATALOG_LOG, id.as_bytes().to_vec())?;
+    }
+    Ok(())
+}
+
+/// A log entry's outcome of another kind than its change (never happens: one decoder).
+pub(super) fn unexpected() -> Error {
+    Error::Cluster("the catalog log returned the outcome of another kind of change".into())
 }

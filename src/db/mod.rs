@@ -12,6 +12,7 @@
 mod ann;
 mod ann_check;
 mod by_source;
+mod catalog_log;
 mod check;
 mod check_values;
 mod cluster_check;
@@ -87,6 +88,8 @@ struct Inner {
     /// The per-user tier when it lives in a Redis Cluster (`Config::cluster`); `None`: in the
     /// local store (`cluster_tier.rs` routes every per-user call).
     cluster: Option<crate::cluster::ClusterTier>,
+    /// The cluster catalog log's state on this node (`catalog_log.rs`).
+    catalog_log: catalog_log::LogState,
 }
 
 impl std::fmt::Debug for Db {
@@ -143,10 +146,17 @@ impl Db {
                 durable: Default::default(),
                 flush_clock: flusher::FlushClock::new(),
                 cluster,
+                catalog_log: Default::default(),
             }),
         };
         db.declare_vectors()?;
         db.ann_open()?;
+        // A cluster node applies the other nodes' catalog changes before it serves.
+        db.sync_catalog()?;
+        catalog_log::start(&db).map_err(|e| Error::Io {
+            path: db.inner.config.path.clone(),
+            source: e,
+        })?;
         flusher::start(&db).map_err(|e| Error::Io {
             path: db.inner.config.path.clone(),
             source: e,

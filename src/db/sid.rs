@@ -4,6 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
+use super::catalog_log::{Applied, Change};
+use super::items::unexpected;
 use super::sid_assign::{add_to_tuple, assign_if_needed, Pending};
 use super::Db;
 use crate::derived::{Derived, Effects};
@@ -29,6 +31,15 @@ impl Db {
         progress: Option<TokenizeProgress<'_>>,
     ) -> Result<SidInfo> {
         self.inner.poison.check()?;
+        if self.inner.cluster.is_some() {
+            // Training is not replayed on other nodes (its result would have to be shipped).
+            return Err(Error::InvalidArgument(
+                "tokenize is not available on a cluster node: train the tokenization on a \
+                 database without a cluster, export it (export_tokenization / `convergedb \
+                 sid-export`) and import it through the cluster node, which every node applies"
+                    .into(),
+            ));
+        }
         validate_shape(opts.levels, opts.codes)?;
         let dim = self
             .inner
@@ -101,9 +112,29 @@ impl Db {
     /// sid-table version whose item codes come from the file. Every key in the file must name a
     /// live item of this database. Live items the file does not cover get codes from the file's
     /// codebooks if it has some, else none. Importing the current table unchanged is a no-op.
+    ///
+    /// On a cluster node the file's text goes through the catalog log and every node imports it.
     pub fn import_tokenization(&self, path: &Path) -> Result<SidInfo> {
         self.inner.poison.check()?;
-        let parsed = file::read(path)?;
+        let text = file::read_text(path)?;
+        if self.inner.cluster.is_none() {
+            return self.import_tokenization_text(path, &text);
+        }
+        // A file that does not parse is refused here, before it reaches the log.
+        file::parse(path, &text)?;
+        match self.through_log(Change::Tokenization {
+            source: path.display().to_string(),
+            text,
+        })? {
+            Applied::Sid(info) => Ok(info),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Imports the text of a tokenization file into this node's store; `path` names it in
+    /// errors.
+    pub(super) fn import_tokenization_text(&self, path: &Path, text: &str) -> Result<SidInfo> {
+        let parsed = file::parse(path, text)?;
         let mut by_id = HashMap::with_capacity(parsed.items.len());
         let mut unknown = Vec::new();
         for (key, codes) in &parsed.items {

@@ -58,6 +58,11 @@ fn bad(path: &Path, reason: impl Into<String>) -> Error {
 
 /// Reads a convergedb tokenization file or a LETTER index file.
 pub(crate) fn read(path: &Path) -> Result<Parsed> {
+    parse(path, &read_text(path)?)
+}
+
+/// The text of a tokenization file, within the size limit.
+pub(crate) fn read_text(path: &Path) -> Result<String> {
     let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -69,8 +74,7 @@ pub(crate) fn read(path: &Path) -> Result<Parsed> {
             format!("{len} bytes, over the limit of {MAX_FILE_BYTES}"),
         ));
     }
-    let text = std::fs::read_to_string(path).map_err(io)?;
-    parse(path, &text)
+    std::fs::read_to_string(path).map_err(io)
 }
 
 /// Parses the text of a tokenization file or a LETTER index file; `path` only names it in

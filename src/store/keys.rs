@@ -27,6 +27,8 @@ pub(crate) const META_ANN_PREFIX: &[u8] = b"ann/";
 pub(crate) const META_HISTORY_LAYOUT: &[u8] = b"history_layout";
 /// The id of the model whose lists are current (the last one attached).
 pub(crate) const META_MODEL: &[u8] = b"model";
+/// The id of the last cluster catalog log entry this node applied (`src/db/catalog_log.rs`).
+pub(crate) const META_CATALOG_LOG: &[u8] = b"catalog_log";
 
 pub(crate) fn item_id(id: u64) -> [u8; 8] {
     id.to_be_bytes()
