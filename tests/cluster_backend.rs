@@ -217,13 +217,26 @@ fn check_reports_damaged_cluster_state_and_a_foreign_catalog() {
         "{problems:?}"
     );
 
-    // A node whose catalog lacks the items the cluster's histories name.
+    // A node opened from an empty directory gets the catalog from the cluster's catalog log,
+    // so its check is clean; a history naming an item id no node's catalog holds (written
+    // past the facade) is reported.
     let other = common::tempdir();
     let b = Config::new(other.path())
         .refresh_workers(0)
         .cluster(cluster_config("check"))
         .open()
         .unwrap();
+    tier.record(
+        "u9",
+        &[convergedb::cluster::ClusterEntry {
+            item_id: 1 << 40,
+            timestamp: 5,
+            kind: 0,
+            weight: 1.0,
+        }],
+        1,
+    )
+    .unwrap();
     let problems = b.check().unwrap().problems;
     assert!(
         problems

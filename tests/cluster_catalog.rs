@@ -14,7 +14,11 @@ fn node(dir: &std::path::Path, name: &str) -> Db {
     let mut c = ClusterConfig::new(common::cluster::urls());
     c.namespace = common::cluster::namespace(name);
     c.durability = ClusterDurability::Buffered;
-    Config::new(dir).refresh_workers(0).cluster(c).open().unwrap()
+    Config::new(dir)
+        .refresh_workers(0)
+        .cluster(c)
+        .open()
+        .unwrap()
 }
 
 #[test]
@@ -48,7 +52,10 @@ fn changes_through_one_node_reach_the_others_in_order() {
         "added through b"
     );
     assert!(a.get_item(&keys[3]).unwrap().is_none());
-    assert_eq!(a.stats().unwrap().catalog_version, b.stats().unwrap().catalog_version);
+    assert_eq!(
+        a.stats().unwrap().catalog_version,
+        b.stats().unwrap().catalog_version
+    );
 
     // A change refused by its state is refused on every node, and applied by none.
     let before = a.stats().unwrap().catalog_version;
@@ -80,7 +87,10 @@ fn changes_through_one_node_reach_the_others_in_order() {
     let e = b
         .tokenize(&convergedb::TokenizeOptions::new("none"), None)
         .unwrap_err();
-    assert!(e.to_string().contains("import it through the cluster node"), "{e}");
+    assert!(
+        e.to_string().contains("import it through the cluster node"),
+        "{e}"
+    );
 
     // The node-local part survives a reopen: b continues from the entry it applied last.
     drop(b);

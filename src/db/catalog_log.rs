@@ -170,9 +170,9 @@ impl Db {
             ))
         })?;
         let outcome = match change {
-            Change::PutItems { items, insert_only } => {
-                self.put_logged(&items, insert_only, Some(id)).map(Applied::Ids)
-            }
+            Change::PutItems { items, insert_only } => self
+                .put_logged(&items, insert_only, Some(id))
+                .map(Applied::Ids),
             Change::DeleteItems { keys } => {
                 let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
                 self.delete_logged(&keys, Some(id)).map(Applied::Count)

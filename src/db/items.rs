@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::catalog_log::{Applied, Change};
 use super::sid_assign::{assign_if_needed, drop_codes, Pending};
 use super::validate::{validate_batch_len, validate_items, validate_key};
-use super::catalog_log::{Applied, Change};
 use super::Db;
 use crate::derived::Effects;
 use crate::store::records::{self, ItemRecord};
@@ -198,7 +198,11 @@ impl Db {
     }
 
     /// Deletes the items in this node's store (`log` as in [`Db::put_logged`]).
-    pub(super) fn delete_logged(&self, keys_to_delete: &[&str], log: Option<&str>) -> Result<usize> {
+    pub(super) fn delete_logged(
+        &self,
+        keys_to_delete: &[&str],
+        log: Option<&str>,
+    ) -> Result<usize> {
         self.validate_deletes(keys_to_delete)?;
         self.write(CATALOG_TREES, |tx, _| {
             mark_logged(tx, log)?;
