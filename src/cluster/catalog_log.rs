@@ -8,7 +8,7 @@ use super::{err, ClusterTier};
 use crate::{Error, Result};
 
 /// The largest change body the log accepts (a tokenization of a big catalog is the largest).
-pub const MAX_CHANGE_BYTES: usize = 256 << 20;
+pub(crate) const MAX_CHANGE_BYTES: usize = 256 << 20;
 
 /// Entries read per round trip while catching up.
 const PAGE: usize = 64;

@@ -19,7 +19,7 @@ mod kinds;
 mod lua;
 mod queue;
 
-pub use catalog_log::{LogEntry, MAX_CHANGE_BYTES};
+pub use catalog_log::LogEntry;
 pub use entry::ClusterEntry;
 pub use queue::Delivery;
 
