@@ -294,3 +294,58 @@ fn two_nodes_on_one_cluster_agree_with_the_reference_model() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// The local consistency harness (`convergedb::fuzzing::ops`, the reference model of
+/// tests/consistency.rs) with the per-user tier on the cluster: every public call agrees with
+/// the model and `check()` stays clean after every op, across reopens, model attaches and
+/// refreshes; `tokenize` is refused on the node and trained on a local shadow of the catalog,
+/// then imported through the node. Long mode: `CONVERGEDB_CLUSTER_HARNESS_OPS=<n>`.
+#[test]
+fn the_local_harness_agrees_with_the_model_on_a_cluster_node() {
+    use convergedb::fuzzing::ops;
+    use rand::RngCore;
+    const OPS_PER_SEED: usize = 400;
+    let total: usize = std::env::var("CONVERGEDB_CLUSTER_HARNESS_OPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4 * OPS_PER_SEED);
+    let parent = common::tempdir();
+    let started = std::time::Instant::now();
+    let mut all = ops::Outcomes::new();
+    let (mut done, mut seed) = (0, 0u64);
+    while done < total {
+        let mut data = vec![0u8; OPS_PER_SEED * 64];
+        ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut data);
+        let mut c = ClusterConfig::new(common::cluster::urls());
+        c.namespace = common::cluster::namespace(&format!("harness-{seed}"));
+        c.durability = ClusterDurability::Buffered;
+        let (n, outcomes) = ops::run_bytes_on(parent.path(), &data, OPS_PER_SEED, Some(c))
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert_eq!(n, OPS_PER_SEED, "seed {seed}: the input ran out");
+        for (call, (ok, err)) in outcomes {
+            let e = all.entry(call).or_default();
+            e.0 += ok;
+            e.1 += err;
+        }
+        done += n;
+        seed += 1;
+    }
+    eprintln!(
+        "cluster harness: {done} ops over {seed} seeds in {:.1} s; (succeeded, rejected) per \
+         call: {all:?}",
+        started.elapsed().as_secs_f64()
+    );
+    // Both outcomes of every write, and refreshes that succeed (lists from the cluster).
+    for call in [
+        "put",
+        "delete",
+        "put_vectors",
+        "record_interactions",
+        "tokenize",
+        "refresh",
+    ] {
+        let (ok, err) = all.get(call).copied().unwrap_or_default();
+        assert!(ok > 0 && err > 0, "{call}: {ok} succeeded, {err} rejected");
+    }
+    assert!(all.get("reopen").is_some_and(|r| r.0 > 0), "no reopen ran");
+}

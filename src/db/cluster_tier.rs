@@ -343,7 +343,8 @@ impl Db {
 impl Db {
     /// Runs the sweep a model attach or a tokenization change requested (`Refresh::
     /// request_sweep`): every user of the cluster whose list is not this node's current one
-    /// is queued, as the local backend's sweep queues them.
+    /// (another model or tokenization, or a deleted item) is queued, as the local backend's
+    /// sweep queues them.
     pub(super) fn run_requested_cluster_sweep(&self, tier: &ClusterTier) -> Result<()> {
         let refresh = &self.inner.refresh;
         if !refresh.sweep_pending() {
@@ -354,11 +355,18 @@ impl Db {
             let d = self.inner.derived.read();
             (d.model_id.clone(), d.sid_version())
         };
+        // Current: this node's model and tokenization, and every item still live (a deletion
+        // asks for this sweep too), as the local sweep judges a list.
         let result = match model_id {
             Some(id) => tier
                 .requeue_outdated(|user, bytes| {
-                    TopkView::parse(user.as_bytes(), bytes)
-                        .is_ok_and(|v| v.model_id() == &*id && Some(v.sid_version()) == sid_version)
+                    TopkView::parse(user.as_bytes(), bytes).is_ok_and(|v| {
+                        let derived = self.inner.derived.read();
+                        v.model_id() == &*id
+                            && Some(v.sid_version()) == sid_version
+                            && (0..v.len())
+                                .all(|i| derived.catalog.get(v.item(i).0).is_some_and(|m| m.live))
+                    })
                 })
                 .map(|_| ()),
             None => Ok(()),
@@ -412,7 +420,8 @@ impl Db {
 
     /// `wait_idle_timeout` on the cluster tier: re-notifies every pending marker (a scan of
     /// every master), refreshes on this thread what the queue holds (beside any worker threads
-    /// or processes), then waits until every entry is acknowledged.
+    /// or processes), then waits until every entry is acknowledged. Fails, as on the local
+    /// backend, when entries are queued but this node has no usable model.
     pub(super) fn wait_idle_cluster(
         &self,
         tier: &ClusterTier,
@@ -429,16 +438,17 @@ impl Db {
         loop {
             self.inner.poison.check()?;
             self.run_requested_cluster_sweep(tier)?;
-            let did = if self.attached().is_ok() {
-                worker.step(self, tier)?
-            } else {
-                None
+            // As on the local backend: users queued but no usable model here is an error
+            // (nothing this node runs could refresh them), not a wait.
+            let did = match self.attached() {
+                Ok(_) => worker.step(self, tier)?,
+                Err(e) => return if tier.queue_idle()? { Ok(true) } else { Err(e) },
             };
             if did.is_none() {
                 if tier.queue_idle()? {
                     return Ok(true);
                 }
-                // Entries are held by another worker (or no model can run here).
+                // Entries are held by another worker.
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             if started.elapsed() >= timeout {

@@ -427,7 +427,15 @@ impl Db {
         &self,
         user: &str,
     ) -> Result<Option<crate::fuzzing::refresh_model::CachedList>> {
-        let Some(bytes) = self.inner.store.get(TreeId::Topk, user.as_bytes())? else {
+        let stored = match self.cluster() {
+            Some(tier) => tier.read(user, 0)?.list.map(|(bytes, _)| bytes),
+            None => self
+                .inner
+                .store
+                .get(TreeId::Topk, user.as_bytes())?
+                .map(|b| b.to_vec()),
+        };
+        let Some(bytes) = stored else {
             return Ok(None);
         };
         let view = TopkView::parse(user.as_bytes(), &bytes)?;

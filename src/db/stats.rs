@@ -55,8 +55,9 @@ pub struct Stats {
     /// commit).
     pub grouped_batches: u64,
     /// Where the per-user tier lives: `None` in this directory; with `Config::cluster`, the
-    /// cluster's key namespace (then `users`, `interactions`, `cached_lists` and the refresh
-    /// queue counts describe this node only, and popularity counts what it recorded).
+    /// cluster's key namespace (then `users`, `interactions`, `interactions_recorded`,
+    /// `kinds`, `cached_lists` and the refresh queue counts describe this node's own local tier,
+    /// which holds no users, and popularity counts what it recorded).
     pub cluster_namespace: Option<String>,
 }
 

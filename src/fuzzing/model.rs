@@ -8,7 +8,8 @@
 //! - vector dimensions fixed by the first vector of a name;
 //! - histories: per user version, recorded count, entries sorted by timestamp (ties in arrival
 //!   order), at most `history_limit` kept (oldest dropped); interned kinds in first-use order;
-//! - popularity: retained entries per item; `recommend` = live items by (count desc, id asc)
+//! - popularity: retained entries per item (on a cluster node: entries it recorded);
+//!   `recommend` = live items by (count desc, id asc)
 //!   minus the user's history items;
 //! - semantic IDs: which items hold codes (not the code values, which come from k-means), the
 //!   table version, its levels and vector;
@@ -136,6 +137,9 @@ pub struct Model {
     pub sid: Option<ModelSid>,
     /// Cached lists and the refresh queue (`refresh_model.rs`).
     pub refresh: super::refresh_model::RefreshModel,
+    /// The per-user tier is a Redis Cluster (`Config::cluster`): a history change always
+    /// leaves a pending refresh marker, and popularity counts what this node recorded.
+    pub cluster: bool,
 }
 
 /// Input checks shared by the model's write calls (the library's `validate.rs`, restated).
@@ -199,6 +203,7 @@ impl Model {
             recorded: 0,
             sid: None,
             refresh: Default::default(),
+            cluster: false,
         }
     }
 
@@ -389,7 +394,7 @@ impl Model {
         }
         self.kinds = kinds;
         for (user, added) in staged {
-            self.refresh.on_history_change(user);
+            self.refresh.on_history_change(user, self.cluster);
             let h = self.histories.entry(user.to_string()).or_default();
             h.version += 1;
             h.recorded += added.len() as u64;
@@ -402,7 +407,8 @@ impl Model {
             }
             let evict = h.entries.len().saturating_sub(self.limits.history_limit);
             for old in h.entries.drain(..evict) {
-                if let Some(c) = self.popular.get_mut(&old.item_id) {
+                // A cluster node counts what it recorded: the cluster trims without telling it.
+                if let Some(c) = self.popular.get_mut(&old.item_id).filter(|_| !self.cluster) {
                     *c -= 1;
                 }
             }

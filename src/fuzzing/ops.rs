@@ -11,12 +11,18 @@ use arbitrary::{Arbitrary, Unstructured};
 
 use super::model::{kind_of, Kind, Model};
 pub use super::op::{apply_to_model, config, limits, seeded_op, Op, ITEM_KEYS, USERS};
+use crate::cluster::ClusterConfig;
 use crate::{Config, Db, Durability, Error, TokenizeOptions};
 
 /// A database and its model, compared after every op.
 pub struct Harness {
     dir: PathBuf,
     durability: Durability,
+    /// The per-user tier's cluster (`None`: the local store).
+    cluster: Option<ClusterConfig>,
+    /// With a cluster: a local database given the same catalog writes, where `tokenize` runs
+    /// (a cluster node refuses it); its table reaches the node by export and import.
+    shadow: Option<(Db, PathBuf)>,
     db: Option<Db>,
     /// The reference model.
     pub model: Model,
@@ -38,6 +44,62 @@ pub fn open_retrying(config: &Config) -> crate::Result<Db> {
             }
             other => return other,
         }
+    }
+}
+
+/// A catalog write applied to the shadow database too, which must end the same way.
+fn mirrored<T>(
+    shadow: &Option<(Db, PathBuf)>,
+    got: &crate::Result<T>,
+    write: impl Fn(&Db) -> crate::Result<T>,
+) -> Result<(), String> {
+    let Some((shadow, _)) = shadow else {
+        return Ok(());
+    };
+    match (got, write(shadow)) {
+        (Ok(_), Ok(_)) => Ok(()),
+        (Err(a), Err(b)) if kind_of(a) == kind_of(&b) => Ok(()),
+        (a, b) => Err(format!(
+            "the shadow database disagrees: node {:?}, shadow {:?}",
+            a.as_ref().err(),
+            b.err()
+        )),
+    }
+}
+
+/// `tokenize` for a cluster node: refused on the node itself; trained on the shadow database
+/// (same catalog), exported and imported through the node (the catalog log). The outer error
+/// is a harness failure, the inner result the call's outcome.
+fn tokenize_through(
+    node: &Db,
+    shadow: &Db,
+    opts: &TokenizeOptions,
+    path: &Path,
+) -> Result<crate::Result<crate::SidInfo>, String> {
+    match node.tokenize(opts, None) {
+        Err(Error::InvalidArgument(_)) => {}
+        other => {
+            return Err(format!(
+                "tokenize on a cluster node: {other:?}, not refused"
+            ))
+        }
+    }
+    if let Err(e) = shadow.tokenize(opts, None) {
+        return Ok(Err(e));
+    }
+    shadow
+        .export_tokenization(path)
+        .map_err(|e| format!("export from the shadow: {e}"))?;
+    let imported = node.import_tokenization(path);
+    let _ = std::fs::remove_file(path);
+    Ok(imported)
+}
+
+/// `config` with its per-user tier on `cluster`, if any.
+fn with_cluster(config: Config, cluster: &Option<ClusterConfig>) -> Config {
+    match cluster {
+        Some(c) => config.cluster(c.clone()),
+        None => config,
     }
 }
 
@@ -90,12 +152,36 @@ fn counted<T: PartialEq + std::fmt::Debug>(
 impl Harness {
     /// A fresh database in `dir` (which must be empty or missing).
     pub fn new(dir: &Path, durability: Durability) -> Result<Harness, String> {
-        let db = open_retrying(&config(dir, durability)).map_err(|e| format!("open: {e}"))?;
+        Harness::new_on(dir, durability, None)
+    }
+
+    /// A fresh database in `dir` whose per-user tier is `cluster` (`None`: the local store).
+    /// The cluster's namespace must be unused: the model starts with no users.
+    pub fn new_on(
+        dir: &Path,
+        durability: Durability,
+        cluster: Option<ClusterConfig>,
+    ) -> Result<Harness, String> {
+        let config = with_cluster(config(dir, durability), &cluster);
+        let db = open_retrying(&config).map_err(|e| format!("open: {e}"))?;
+        let mut model = Model::new(limits());
+        model.cluster = cluster.is_some();
+        let shadow = match cluster {
+            Some(_) => {
+                let path = dir.with_extension("shadow");
+                let shadow = open_retrying(&super::op::config(&path, Durability::default()))
+                    .map_err(|e| format!("open the shadow: {e}"))?;
+                Some((shadow, path))
+            }
+            None => None,
+        };
         Ok(Harness {
             dir: dir.to_path_buf(),
             durability,
+            cluster,
+            shadow,
             db: Some(db),
-            model: Model::new(limits()),
+            model,
             steps: 0,
             outcomes: BTreeMap::new(),
         })
@@ -108,6 +194,8 @@ impl Harness {
         Ok(Harness {
             dir: dir.to_path_buf(),
             durability,
+            cluster: None,
+            shadow: None,
             db: Some(db),
             model,
             steps: 0,
@@ -133,8 +221,8 @@ impl Harness {
         if let Some(db) = self.db.take() {
             db.close().map_err(|e| format!("close: {e}"))?;
         }
-        let db = open_retrying(&config(&self.dir, self.durability))
-            .map_err(|e| format!("reopen: {e}"))?;
+        let config = with_cluster(config(&self.dir, self.durability), &self.cluster);
+        let db = open_retrying(&config).map_err(|e| format!("reopen: {e}"))?;
         self.db = Some(db);
         Ok(())
     }
@@ -147,11 +235,15 @@ impl Harness {
         let c = &mut self.outcomes;
         match op {
             Op::Put { items, insert_only } => {
-                let got = if *insert_only {
-                    db.insert_items(items)
-                } else {
-                    db.put_items(items)
+                let put = |db: &Db| {
+                    if *insert_only {
+                        db.insert_items(items)
+                    } else {
+                        db.put_items(items)
+                    }
                 };
+                let got = put(&db);
+                mirrored(&self.shadow, &got, put)?;
                 counted(
                     if *insert_only { "insert" } else { "put" },
                     got,
@@ -161,14 +253,15 @@ impl Harness {
             }
             Op::Delete(keys) => {
                 let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-                counted("delete", db.delete_items(&keys), m.delete(&keys), c)
+                let got = db.delete_items(&keys);
+                mirrored(&self.shadow, &got, |db| db.delete_items(&keys))?;
+                counted("delete", got, m.delete(&keys), c)
             }
-            Op::PutVectors(name, vectors) => counted(
-                "put_vectors",
-                db.put_vectors(name, vectors),
-                m.put_vectors(name, vectors),
-                c,
-            ),
+            Op::PutVectors(name, vectors) => {
+                let got = db.put_vectors(name, vectors);
+                mirrored(&self.shadow, &got, |db| db.put_vectors(name, vectors))?;
+                counted("put_vectors", got, m.put_vectors(name, vectors), c)
+            }
             Op::Record(events) => counted(
                 "record_interactions",
                 db.record_interactions(events),
@@ -200,8 +293,24 @@ impl Harness {
                 opts.seed = *seed;
                 opts.balance_last_level = *balance;
                 opts.threads = 1;
-                let got = db.tokenize(&opts, None).map(|_| ());
-                counted("tokenize", got, m.tokenize(vector, *levels, *codes), c)
+                let Some((shadow, _)) = &self.shadow else {
+                    let got = db.tokenize(&opts, None).map(|_| ());
+                    return counted("tokenize", got, m.tokenize(vector, *levels, *codes), c);
+                };
+                let file = self.dir.with_extension("shadow.sid.json");
+                let before = m.sid.as_ref().map(|s| s.version);
+                match tokenize_through(&db, shadow, &opts, &file)? {
+                    // The same table as the node's (same fingerprint): the import is a no-op.
+                    Ok(info) if Some(info.version) == before => {
+                        counted("tokenize", Ok(()), Ok(()), c)
+                    }
+                    got => counted(
+                        "tokenize",
+                        got.map(|_| ()),
+                        m.tokenize(vector, *levels, *codes),
+                        c,
+                    ),
+                }
             }
             Op::Flush => counted("flush", db.flush(), Ok(()), c),
             Op::ExportImport => {
@@ -214,7 +323,7 @@ impl Harness {
             Op::Reopen(close) => {
                 drop(db);
                 c.entry("reopen").or_default().0 += 1;
-                m.refresh.reopen();
+                m.refresh.reopen(m.cluster);
                 if !*close {
                     self.db = None; // dropped without close: the handle's drop flushes
                 }
@@ -305,28 +414,42 @@ impl Harness {
         let want = (
             m.live_items(),
             m.items.len() as u64 - m.live_items(),
-            m.histories.len() as u64,
-            m.interactions(),
-            m.recorded,
             m.catalog_version,
         );
-        let got = (
-            stats.items,
-            stats.deleted_items,
-            stats.users,
-            stats.interactions,
-            stats.interactions_recorded,
-            stats.catalog_version,
-        );
+        let got = (stats.items, stats.deleted_items, stats.catalog_version);
         if got != want {
             return Err(format!(
-                "stats (items, deleted, users, interactions, recorded, catalog_version): db {got:?}, model {want:?}"
+                "stats (items, deleted, catalog_version): db {got:?}, model {want:?}"
             ));
         }
-        if stats.vector_dims != m.dims || stats.kinds != m.kinds {
+        if stats.vector_dims != m.dims {
             return Err(format!(
-                "stats dims/kinds: db {:?} {:?}, model {:?} {:?}",
-                stats.vector_dims, stats.kinds, m.dims, m.kinds
+                "stats dims: db {:?}, model {:?}",
+                stats.vector_dims, m.dims
+            ));
+        }
+        match self.cluster {
+            Some(_) => self.compare_cluster_lists()?,
+            None => self.compare_local_tier(&stats)?,
+        }
+        self.compare_reads()
+    }
+
+    /// The local per-user tier's counts, kinds, users, lists and queue.
+    fn compare_local_tier(&self, stats: &crate::Stats) -> Result<(), String> {
+        let db = self.db();
+        let m = &self.model;
+        let got = (stats.users, stats.interactions, stats.interactions_recorded);
+        let want = (m.histories.len() as u64, m.interactions(), m.recorded);
+        if got != want {
+            return Err(format!(
+                "stats (users, interactions, recorded): db {got:?}, model {want:?}"
+            ));
+        }
+        if stats.kinds != m.kinds {
+            return Err(format!(
+                "stats kinds: db {:?}, model {:?}",
+                stats.kinds, m.kinds
             ));
         }
         let users: Vec<String> = db
@@ -349,6 +472,30 @@ impl Harness {
                 m.refresh.queued()
             ));
         }
+        Ok(())
+    }
+
+    /// On a cluster node, which counts no users and holds no lists: every user's list in the
+    /// cluster (the queue is seen through the reads' stale flags and what `wait_idle`
+    /// refreshes).
+    fn compare_cluster_lists(&self) -> Result<(), String> {
+        let db = self.db();
+        for user in USERS {
+            let got = db
+                .cached_list(user)
+                .map_err(|e| format!("cached_list({user:?}): {e}"))?;
+            let want = self.model.refresh.lists.get(*user);
+            if got.as_ref() != want {
+                return Err(format!("list of {user:?}: db {got:?}, model {want:?}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Items, histories, recommendations and the tokenization, key by key.
+    fn compare_reads(&self) -> Result<(), String> {
+        let db = self.db();
+        let m = &self.model;
         for key in ITEM_KEYS {
             outcome(
                 &format!("get_item({key:?})"),
@@ -449,6 +596,12 @@ impl Harness {
 
     /// Closes the database.
     pub fn close(mut self) -> Result<(), String> {
+        if let Some((shadow, path)) = self.shadow.take() {
+            shadow
+                .close()
+                .map_err(|e| format!("close the shadow: {e}"))?;
+            let _ = std::fs::remove_dir_all(path);
+        }
         match self.db.take() {
             Some(db) => db.close().map_err(|e| format!("close: {e}")),
             None => Ok(()),
@@ -508,8 +661,18 @@ pub fn run_bytes_counted(
     data: &[u8],
     max_ops: usize,
 ) -> Result<(usize, Outcomes), String> {
+    run_bytes_on(parent, data, max_ops, None)
+}
+
+/// Like [`run_bytes_counted`], with the per-user tier on `cluster` (its namespace unused).
+pub fn run_bytes_on(
+    parent: &Path,
+    data: &[u8],
+    max_ops: usize,
+    cluster: Option<ClusterConfig>,
+) -> Result<(usize, Outcomes), String> {
     let dir = TempDir::new(parent);
-    let mut h = Harness::new(&dir.0, Durability::default())?;
+    let mut h = Harness::new_on(&dir.0, Durability::default(), cluster)?;
     let mut u = Unstructured::new(data);
     let mut n = 0;
     while n < max_ops && !u.is_empty() {

@@ -47,9 +47,10 @@ pub struct RefreshModel {
 }
 
 impl RefreshModel {
-    /// A history write: queued durably once a model was ever attached.
-    pub fn on_history_change(&mut self, user: &str) {
-        if self.current_model.is_some() {
+    /// A history write: queued durably once a model was ever attached (on a cluster node,
+    /// always: the record script sets the user's pending marker).
+    pub fn on_history_change(&mut self, user: &str, cluster: bool) {
+        if cluster || self.current_model.is_some() {
             self.durable.insert(user.to_string());
         }
     }
@@ -78,11 +79,17 @@ impl RefreshModel {
         self.sweep_pending = true;
     }
 
-    /// Close and open: the generator and the in-memory queue are gone; the open sweeps.
-    pub fn reopen(&mut self) {
+    /// Close and open: the generator and the in-memory queue are gone; the open sweeps. On a
+    /// cluster node every queued user holds a pending marker in the cluster, which stays, and
+    /// the open does not sweep (nor does a sweep requested before the close run).
+    pub fn reopen(&mut self, cluster: bool) {
         self.attached = None;
-        self.memory.borrow_mut().clear();
-        self.sweep_pending = self.current_model.is_some();
+        if cluster {
+            self.sweep_pending = false;
+        } else {
+            self.memory.borrow_mut().clear();
+            self.sweep_pending = self.current_model.is_some();
+        }
     }
 }
 
