@@ -126,6 +126,30 @@ impl Widths {
     }
 }
 
+/// Keeps the `width` best of `cands` (by [`better`]) that `rejected` does not drop, sorted best
+/// first. `rejected` runs only on candidates in the running, best first in rounds: once per
+/// kept candidate when it drops nothing (the common case), a few more when it does.
+fn keep_best(cands: &mut Vec<Beam>, width: usize, rejected: impl Fn(&Beam) -> bool) {
+    let mut kept = 0; // cands[..kept] are accepted
+    while kept < width && kept < cands.len() {
+        let need = width - kept;
+        let rest = &mut cands[kept..];
+        if rest.len() > need {
+            rest.select_nth_unstable_by(need - 1, better);
+        }
+        let (start, end) = (kept, kept + need.min(rest.len()));
+        for i in start..end {
+            if !rejected(&cands[i]) {
+                cands.swap(i, kept);
+                kept += 1;
+            }
+        }
+        cands.drain(kept..end);
+    }
+    cands.truncate(kept);
+    cands.sort_by(better);
+}
+
 /// Runs the constrained search for every request of the batch.
 pub(crate) fn search(
     scorer: &mut dyn StepScorer,
@@ -171,17 +195,6 @@ pub(crate) fn search(
                     let mut codes = Vec::with_capacity(levels);
                     codes.extend_from_slice(&beam.codes);
                     codes.push(code);
-                    // A finished tuple whose every item is excluded would take a beam and
-                    // give nothing: it is not a candidate.
-                    if last
-                        && !exclude.is_empty()
-                        && trie
-                            .items(&codes)
-                            .iter()
-                            .all(|i| exclude.binary_search(i).is_ok())
-                    {
-                        continue;
-                    }
                     cands.push(Beam {
                         req,
                         codes,
@@ -190,11 +203,12 @@ pub(crate) fn search(
                     });
                 }
             }
-            if cands.len() > width {
-                cands.select_nth_unstable_by(width - 1, better);
-                cands.truncate(width);
-            }
-            cands.sort_by(better);
+            // A prefix whose every item is excluded (at any level, a finished tuple included)
+            // would take a beam and give nothing: it is not a candidate.
+            keep_best(&mut cands, width, |b| {
+                !exclude.is_empty()
+                    && !trie.any_item_under(&b.codes, |i| exclude.binary_search(&i).is_err())
+            });
             next.extend(cands);
             start = end;
         }

@@ -412,6 +412,24 @@ impl Trie {
         out
     }
 
+    /// Whether some item under `prefix` (any length `0..=levels`) satisfies `f`: items are
+    /// visited in tuple order and the walk stops at the first that does; false for an unknown
+    /// prefix. Constrained search asks it to skip a prefix all of whose items are excluded.
+    pub fn any_item_under(&self, prefix: &[u16], mut f: impl FnMut(u64) -> bool) -> bool {
+        match self.locate(prefix).filter(|_| !self.is_empty()) {
+            Some(idx) => self.any_below(idx, prefix.len(), &mut f),
+            None => false,
+        }
+    }
+
+    fn any_below(&self, idx: usize, depth: usize, f: &mut dyn FnMut(u64) -> bool) -> bool {
+        if depth >= self.levels {
+            return self.leaf_items(idx).iter().any(|&i| f(i));
+        }
+        let block = self.block(idx);
+        (0..self.codes_in(block).len()).any(|k| self.any_below(block.0 + k, depth + 1, f))
+    }
+
     /// Appends the pairs below the node `idx`, reached by `path`.
     fn collect(&self, idx: usize, path: &mut Vec<u16>, out: &mut Vec<(Vec<u16>, u64)>) {
         if path.len() >= self.levels {

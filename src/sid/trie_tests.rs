@@ -170,6 +170,39 @@ fn items_unknown_or_wrong_length() {
 }
 
 #[test]
+fn any_item_under_agrees_with_items_with_prefix_and_stops_early() {
+    let t = sample();
+    let prefixes: [&[u16]; 8] = [
+        &[],
+        &[1],
+        &[1, 2],
+        &[1, 2, 3],
+        &[1, 5],
+        &[7],
+        &[1, 2, 5],
+        &[1, 2, 3, 0],
+    ];
+    for prefix in prefixes {
+        let under: Vec<u64> = t.items_with_prefix(prefix).iter().map(|p| p.1).collect();
+        for item in 0..12 {
+            assert_eq!(
+                t.any_item_under(prefix, |i| i == item),
+                under.contains(&item),
+                "prefix {prefix:?}, item {item}"
+            );
+        }
+        // Visits in tuple order and stops at the first match.
+        let mut seen = Vec::new();
+        let found = t.any_item_under(prefix, |i| {
+            seen.push(i);
+            true
+        });
+        assert_eq!(found, !under.is_empty(), "{prefix:?}");
+        assert_eq!(seen, under.iter().take(1).copied().collect::<Vec<_>>());
+    }
+}
+
+#[test]
 fn items_with_prefix_every_length() {
     let t = sample();
     let all = t.pairs();

@@ -2,7 +2,7 @@
 reference rules (serve_ref.py), and update the manifest's checksum of the file.
 
 Run after a change to the reference search that the database mirrors (for example the rule that
-a fully excluded tuple is not a last-level candidate):
+a prefix whose every item is excluded is not a candidate at any level):
 
     python -m convergedb_train.revector models/ml100k
 """

@@ -158,6 +158,17 @@ class SharedPrefixDecoder:
         return self._lp(idl[slot], lse[slot])
 
 
+def count_under(by_tuple, levels, codes):
+    """Per level, items under every prefix (prefixes as integers, as in beam_search)."""
+    under = [dict() for _ in range(levels)]
+    for tup, keys in by_tuple.items():
+        n = 0
+        for l, c in enumerate(tup):
+            n = n * codes + c
+            under[l][n] = under[l].get(n, 0) + len(keys)
+    return under
+
+
 class Bundle:
     def __init__(self, folder, threads=0, verify=True):
         self.dir = folder
@@ -203,6 +214,7 @@ class Bundle:
             by_tuple.setdefault(tuple(codes[k]), []).append(k)
         self.by_tuple = by_tuple
         self.trie = Trie(list(by_tuple), self.C)
+        self.under = count_under(by_tuple, self.L, self.C)
         self.format = m["format_version"]
         self.strategy = "shared_prefix"
         if self.format == 1:
@@ -251,7 +263,7 @@ class Bundle:
         excluded items skipped."""
         exes = [set(h) if exclude_history else set() for h in histories]
         beams = self.beam_search([self.prompt_ids(h) for h in histories], beam_width, kv_cache,
-                                 [self.excluded_tuples(ex) for ex in exes],
+                                 [self.excluded_prefixes(ex) for ex in exes],
                                  final_width=final_width or max(beam_width, n))
         out = []
         for u in range(len(histories)):
@@ -289,22 +301,24 @@ class Bundle:
                      self.rerank["weight"])
         return [(keys[j], s) for j, s in fused]
 
-    def excluded_tuples(self, ex):
-        """Code tuples (as integers) all of whose items are in `ex`: the last level skips them."""
-        out = set()
+    def excluded_prefixes(self, ex):
+        """Per level, the prefixes (as integers) all of whose items are in `ex`: that level
+        skips them (a finished tuple at the last level)."""
+        counts = [dict() for _ in range(self.L)]
         for key in ex:
             tup = tuple(self.codes[key]) if key in self.codes else None
-            if tup is not None and all(k in ex for k in self.by_tuple.get(tup, ())):
-                n = 0
-                for c in tup:
-                    n = n * self.C + c
-                out.add(n)
-        return out
+            if tup is None or key not in self.by_tuple.get(tup, ()):
+                continue
+            n = 0
+            for l, c in enumerate(tup):
+                n = n * self.C + c
+                counts[l][n] = counts[l].get(n, 0) + 1
+        return [{n for n, k in counts[l].items() if k == self.under[l][n]} for l in range(self.L)]
 
     def beam_search(self, prompts, beam_width, kv_cache=True, excluded=None, final_width=None):
-        """Per prompt: [(code tuple, score)] best first (ties: smaller tuple first). At the last
-        level, tuples in `excluded[prompt]` (integers; every item excluded) are not candidates,
-        and `final_width` (default: `beam_width`) tuples are kept."""
+        """Per prompt: [(code tuple, score)] best first (ties: smaller tuple first). At every
+        level l, prefixes in `excluded[prompt][l]` (integers; every item under them excluded)
+        are not candidates; the last level keeps `final_width` (default: `beam_width`) tuples."""
         B, L, C = len(prompts), self.L, self.C
         T = max(len(p) for p in prompts)
         ids = np.full((B, T), self.pad, np.int64)
@@ -325,8 +339,8 @@ class Bundle:
             s = cand[r, c]
             t = tup[r] * C + c
             u = user[r]
-            if l + 1 == L and excluded is not None:
-                keep = np.array([int(tt) not in excluded[int(uu)] for tt, uu in zip(t, u)], bool)
+            if excluded is not None and any(excluded[int(uu)][l] for uu in np.unique(u)):
+                keep = np.array([int(tt) not in excluded[int(uu)][l] for tt, uu in zip(t, u)], bool)
                 r, c, s, t, u = r[keep], c[keep], s[keep], t[keep], u[keep]
             order = np.lexsort((t, -s, u))
             r, c, s, t, u = r[order], c[order], s[order], t[order], u[order]

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from convergedb_train.serve_ref import Bundle, Trie, log_softmax64
+from convergedb_train.serve_ref import Bundle, Trie, count_under, log_softmax64
 
 FIRST, L, C, V = 3, 2, 3, 3 + 2 * 3  # vocab: 3 text tokens, then <a_0..2>, <b_0..2>
 
@@ -34,6 +34,7 @@ def make(tuples_to_items, t):
     b.scorer = FakeScorer(t)
     b.rerank = None  # a format-1/2 bundle: no hybrid re-rank
     b.codes = {k: list(tp) for tp, ks in tuples_to_items.items() for k in ks}
+    b.under = count_under(tuples_to_items, L, C)
     return b
 
 
@@ -73,6 +74,9 @@ def test_hand_made_case():
     b.prompt_ids = lambda h: [2, 1]
     assert [k for k, _ in b.recommend([[]], k=3, beam_width=2)[0]] == ["w", "x", "x2"]
     assert [k for k, _ in b.recommend([["x"]], k=3, beam_width=2)[0]] == ["w", "x2"]
+    # A history covering every item under the best first code <a_1> (y, w): a 1-wide beam does
+    # not spend itself there (level 0 skips the prefix), so it still answers.
+    assert [k for k, _ in b.recommend([["y", "w"]], k=1, beam_width=1)[0]] == ["x"]
 
 
 def test_ties_prefer_smaller_tuple():

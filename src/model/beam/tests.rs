@@ -345,6 +345,49 @@ fn fully_excluded_tuples_do_not_take_the_last_beams() {
     assert!(plain[0].items.iter().any(|i| ex.contains(&i.0)));
 }
 
+#[test]
+fn fully_excluded_prefixes_do_not_take_beams_at_any_level() {
+    let t = sample_trie();
+    let mut scorer = FnScorer::new(hashed_logit);
+    let run = |scorer: &mut FnScorer<_>, exclude: &[u64], width: usize| {
+        search(
+            scorer,
+            &t,
+            LAYOUT,
+            Widths::uniform(width),
+            &[Request {
+                prompt: vec![3],
+                exclude,
+                k: 2,
+            }],
+        )
+        .unwrap()
+        .remove(0)
+    };
+    // The two first-level codes the 2-wide search keeps without exclusion.
+    let plain = run(&mut scorer, &[], 2);
+    let mut first: Vec<u16> = plain.beams.iter().map(|(c, _)| c[0]).collect();
+    first.dedup();
+    // Exclude every item under those first codes (a heavy user's history covering them): a
+    // 2-wide search must go on to the other subtrees and still fill k = 2.
+    let mut ex: Vec<u64> = first
+        .iter()
+        .flat_map(|&c| t.items_with_prefix(&[c]))
+        .map(|(_, i)| i)
+        .collect();
+    ex.sort_unstable();
+    let got = run(&mut scorer, &ex, 2);
+    let items: Vec<u64> = got.items.iter().map(|i| i.0).collect();
+    assert_eq!(items.len(), 2, "{items:?} (excluded {ex:?})");
+    assert!(items.iter().all(|i| !ex.contains(i)), "{items:?}");
+    for (codes, _) in &got.beams {
+        assert!(
+            !first.contains(&codes[0]),
+            "beam {codes:?} under an excluded prefix"
+        );
+    }
+}
+
 /// Wraps a full-vocabulary scorer and returns only the ID tokens' columns plus each row's
 /// log-sum-exp, as format-2 graphs do.
 struct SlicedScorer<S: StepScorer>(S);
