@@ -63,13 +63,28 @@ impl Db {
     pub fn record_to_cluster(&self, tier: &ClusterTier, events: &[Interaction]) -> Result<()> {
         validate_interactions(events, &self.inner.config.limits)?;
         self.inner.poison.check()?;
+        // Users in first-seen order, each with its events in arrival order, as on the local
+        // backend: items resolve in that order (it decides which error a bad batch reports).
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut grouped: Vec<(&str, Vec<&Interaction>)> = Vec::new();
+        for e in events {
+            let at = *index.entry(&e.user).or_insert_with(|| {
+                grouped.push((&e.user, Vec::new()));
+                grouped.len() - 1
+            });
+            grouped[at].1.push(e);
+        }
         // Every item first (nothing is written for a batch naming an unknown item), then the
         // kinds (a network call each on this node's first use, outside the catalog lock).
-        let item_ids: Vec<u64> = {
+        let item_ids: Vec<Vec<u64>> = {
             let derived = self.inner.derived.read();
-            events
+            grouped
                 .iter()
-                .map(|e| self.resolve_item(&derived, &e.item))
+                .map(|(_, evs)| {
+                    evs.iter()
+                        .map(|e| self.resolve_item(&derived, &e.item))
+                        .collect::<Result<Vec<u64>>>()
+                })
                 .collect::<Result<_>>()?
         };
         let mut kinds: HashMap<&str, u32> = HashMap::new();
@@ -79,21 +94,23 @@ impl Db {
                 kinds.insert(kind, code);
             }
         }
-        let mut by_user: Vec<(&str, Vec<ClusterEntry>)> = Vec::new();
-        let mut index: HashMap<&str, usize> = HashMap::new();
         let mut deltas: HashMap<u64, i64> = HashMap::new();
-        for (e, &item_id) in events.iter().zip(&item_ids) {
-            *deltas.entry(item_id).or_default() += 1;
-            let at = *index.entry(&e.user).or_insert_with(|| {
-                by_user.push((&e.user, Vec::new()));
-                by_user.len() - 1
-            });
-            by_user[at].1.push(ClusterEntry {
-                item_id,
-                timestamp: e.timestamp,
-                kind: e.kind.as_deref().map_or(0, |k| kinds[k]),
-                weight: e.weight,
-            });
+        let mut by_user: Vec<(&str, Vec<ClusterEntry>)> = Vec::with_capacity(grouped.len());
+        for ((user, evs), ids) in grouped.iter().zip(&item_ids) {
+            let entries = evs
+                .iter()
+                .zip(ids)
+                .map(|(e, &item_id)| {
+                    *deltas.entry(item_id).or_default() += 1;
+                    ClusterEntry {
+                        item_id,
+                        timestamp: e.timestamp,
+                        kind: e.kind.as_deref().map_or(0, |k| kinds[k]),
+                        weight: e.weight,
+                    }
+                })
+                .collect();
+            by_user.push((user, entries));
         }
         for (user, entries) in by_user {
             tier.record(user, &entries, rand::random::<u64>().max(1))?;
