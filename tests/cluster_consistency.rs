@@ -327,11 +327,7 @@ fn the_local_harness_agrees_with_the_model_on_a_cluster_node() {
         let (n, outcomes) = ops::run_bytes_on(parent.path(), &data, OPS_PER_SEED, Some(c))
             .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         assert_eq!(n, OPS_PER_SEED, "seed {seed}: the input ran out");
-        for (call, (ok, err)) in outcomes {
-            let e = all.entry(call).or_default();
-            e.0 += ok;
-            e.1 += err;
-        }
+        ops::add_outcomes(&mut all, outcomes);
         done += n;
         seed += 1;
     }

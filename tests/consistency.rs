@@ -28,11 +28,7 @@ fn run_seed(parent: &Path, seed: u64, ops_per_seed: usize, all: &mut ops::Outcom
     let data = bytes(seed, ops_per_seed * 64);
     match ops::run_bytes_counted(parent, &data, ops_per_seed) {
         Ok((n, outcomes)) => {
-            for (call, (ok, err)) in outcomes {
-                let e = all.entry(call).or_default();
-                e.0 += ok;
-                e.1 += err;
-            }
+            ops::add_outcomes(all, outcomes);
             n
         }
         Err(e) => {

@@ -649,6 +649,15 @@ fn export_import(db: &Db, m: &mut Model, path: &Path) -> Result<(), String> {
 /// Outcome counts per call: (succeeded, failed as the model predicted).
 pub type Outcomes = BTreeMap<&'static str, (u64, u64)>;
 
+/// Adds the counts of `more` to `all` (a campaign's totals over its seeds).
+pub fn add_outcomes(all: &mut Outcomes, more: Outcomes) {
+    for (call, (ok, err)) in more {
+        let e = all.entry(call).or_default();
+        e.0 += ok;
+        e.1 += err;
+    }
+}
+
 /// Decodes ops from `data` (at most `max_ops`) and runs them on a fresh database in a new
 /// temporary directory under `parent`; returns the number of ops run, or the first divergence.
 pub fn run_bytes(parent: &Path, data: &[u8], max_ops: usize) -> Result<usize, String> {
